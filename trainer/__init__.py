@@ -1,0 +1,1 @@
+"""bertkeras ML library: text encoders, model, tasks, checkpoints, training loop."""
