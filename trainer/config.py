@@ -68,15 +68,17 @@ class Config:
     def resolve(
         cls: type[C],
         config_file: str | None = None,
-        overrides: Iterable[str] = (),
+        overrides: Iterable[str | tuple[str, str]] = (),
     ) -> C:
-        """defaults -> ``config_file`` (YAML or JSON) -> ``key.sub=value`` overrides -> validate()."""
+        """defaults -> ``config_file`` (YAML or JSON) -> ``key.sub=value`` overrides -> validate().
+
+        An override is ``"key=value"`` or ``("key=value", source)`` where source names its origin in errors."""
         data: dict[str, Any] = {}
         if config_file:
             data = load_mapping(config_file)
         config = cls.from_dict(data, source=config_file or "<defaults>")
         for item in overrides:
-            config = config.override(item)
+            config = config.override(*((item,) if isinstance(item, str) else item))
         config.validate()
         return config
 
@@ -265,11 +267,11 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type[Config]) -> None
 
 def config_from_args(cls: type[C], args: argparse.Namespace) -> C:
     """Resolves ``cls`` from parsed flags: file, then derived flags, then ``--set`` items, then validate."""
-    overrides = [
-        f"{key[len('cfg__'):]}={value}" for key, value in vars(args).items()
+    flags: list[str | tuple[str, str]] = [
+        (f"{key[len('cfg__'):]}={value}", f"--{key[len('cfg__'):]}") for key, value in vars(args).items()
         if key.startswith("cfg__") and value is not None
     ]
-    return cls.resolve(args.config_file, overrides + list(args.overrides))
+    return cls.resolve(args.config_file, flags + list(args.overrides))
 
 
 def _metavar(hint: Any) -> str:

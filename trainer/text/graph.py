@@ -100,3 +100,15 @@ class WordPieceGraph(tf.Module):
             tf.reduce_all(is_ascii), lambda: self._ascii_route(texts), lambda: self._mixed(texts, is_ascii)
         )
         return tf.cast(ids, tf.int32)
+
+
+class SentencePieceGraph(tf.Module):
+    """tensorflow-text's SentencepieceTokenizer on the encoder's serialized model."""
+
+    def __init__(self, model_proto: bytes, name="sentencepiece"):
+        super().__init__(name=name)
+        self._sp = tf_text.SentencepieceTokenizer(model=model_proto, out_type=tf.int32)
+
+    @tf.function(input_signature=[_STRINGS])
+    def __call__(self, texts):
+        return self._sp.tokenize(texts)

@@ -179,13 +179,3 @@ class WordPieceEncoder(TextEncoder):
                 self.vocab, self.lower_case, self.max_chars_per_word, specials, self.vocab[self._unk]
             )
         return self._graph
-
-    def encode_batch(self, texts: Sequence[str | bytes], ragged: bool = False):
-        """Ids of many texts through the in-graph path (the fast path); ``ragged=True`` returns the
-        ``tf.RaggedTensor`` itself instead of Python lists."""
-        if not len(texts):
-            return []
-        import tensorflow as tf  # noqa: PLC0415
-
-        result = self.tf_tokenizer()(tf.constant(list(texts), dtype=tf.string))
-        return result if ragged else result.to_list()

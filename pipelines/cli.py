@@ -1,0 +1,94 @@
+"""The ``bertkeras`` command line. Each subcommand resolves its step's typed config
+(defaults -> --config file -> flags / --set -> validate) and calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from trainer.config import ConfigError, add_config_flags, config_from_args
+from trainer.text.base import EncoderError
+
+
+def _encoder_encode(args: argparse.Namespace) -> int:
+    from trainer.text.factory import EncoderConfig, build_encoder  # noqa: PLC0415
+
+    encoder = build_encoder(config_from_args(EncoderConfig, args))
+    if args.input:
+        stream = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")  # noqa: SIM115
+        with stream:
+            texts = [line.rstrip(b"\r\n") for line in stream]
+    else:
+        texts = [t.encode("utf-8") for t in args.text]
+    for text in texts:
+        ids = encoder.encode(text)
+        record = {"ids": ids}
+        if args.tokens:
+            record["tokens"] = [encoder.id_to_token(i) for i in ids]
+        print(json.dumps(record, ensure_ascii=False))
+    if encoder.invalid_utf8_sequences:
+        print(f"replaced {encoder.invalid_utf8_sequences} invalid UTF-8 sequence(s)", file=sys.stderr)
+    return 0
+
+
+def _encoder_save(args: argparse.Namespace) -> int:
+    from trainer import fileio  # noqa: PLC0415
+    from trainer.text.factory import EncoderConfig, build_encoder  # noqa: PLC0415
+
+    config = config_from_args(EncoderConfig, args)
+    encoder = build_encoder(config)
+    encoder.save(args.output)
+    config.save(fileio.join(args.output, "config.yaml"))
+    print(json.dumps({"output": args.output, "vocab_size": encoder.vocab_size, "fingerprint": encoder.fingerprint}))
+    return 0
+
+
+def _encoder_train_sentencepiece(args: argparse.Namespace) -> int:
+    from trainer.text.factory import SentencePieceTrainConfig, train_sentencepiece  # noqa: PLC0415
+
+    config = config_from_args(SentencePieceTrainConfig, args)
+    encoder = train_sentencepiece(config)
+    print(json.dumps({"output": config.output_dir, "vocab_size": encoder.vocab_size, "fingerprint": encoder.fingerprint}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from trainer.text.factory import EncoderConfig, SentencePieceTrainConfig  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(prog="bertkeras", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    encoder = commands.add_parser("encoder", help="text encoders: encode text, save assets, train SentencePiece")
+    actions = encoder.add_subparsers(dest="action", required=True)
+
+    encode = actions.add_parser("encode", help="print token ids (JSON lines) of texts or of a file's lines")
+    add_config_flags(encode, EncoderConfig)
+    encode.add_argument("text", nargs="*", help="texts to encode")
+    encode.add_argument("--input", help="file to encode line by line ('-' for stdin)")
+    encode.add_argument("--tokens", action="store_true", help="also print the tokens")
+    encode.set_defaults(run=_encoder_encode)
+
+    save = actions.add_parser("save", help="write the encoder's assets, encoder.json and config.yaml to a folder")
+    add_config_flags(save, EncoderConfig)
+    save.add_argument("--output", required=True, help="output folder (local or gs://)")
+    save.set_defaults(run=_encoder_save)
+
+    train = actions.add_parser("train-sentencepiece", help="train a SentencePiece model from corpus files")
+    add_config_flags(train, SentencePieceTrainConfig)
+    train.set_defaults(run=_encoder_train_sentencepiece)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (ConfigError, EncoderError) as err:
+        print(f"bertkeras: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Build, save and load encoders from the typed :class:`EncoderConfig`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Literal
+
+from trainer import fileio
+from trainer.config import Config, option
+from trainer.text.base import ENCODER_FILE, EncoderError, TextEncoder
+from trainer.text.bpe import GPT1_FILES, GPT2_FILES, GPT1Encoder, GPT2Encoder
+from trainer.text.sentencepiece_encoder import MODEL_FILE, SentencePieceEncoder
+from trainer.text.wordpiece import VOCAB_FILE, WordPieceEncoder
+
+EncoderKind = Literal["wordpiece", "sentencepiece", "gpt2_bpe", "gpt1_bpe"]
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig(Config):
+    """Which text encoder to use and its normalisation settings."""
+
+    kind: EncoderKind = option("wordpiece", "wordpiece (BERT vocab.txt), sentencepiece (.model), gpt2_bpe, gpt1_bpe")
+    vocab_file: str = option("", "vocab.txt, SentencePiece .model, GPT-2 encoder.json or GPT-1 encoder_bpe_40000.json")
+    merges_file: str = option("", "BPE merges: GPT-2 vocab.bpe or GPT-1 vocab_40000.bpe")
+    assets_dir: str = option("", "a folder written by a previous step (encoder.json + assets); replaces the files")
+    lower_case: bool = option(True, "wordpiece: lower-case and strip accents (uncased BERT)")
+    split_special_tokens: bool = option(False, "tokenize [MASK] etc. written in text like other text (Google's original)")
+    max_chars_per_word: int = option(200, "wordpiece: longer words become [UNK] (Google: 200)")
+
+    def check(self) -> list[str]:
+        errors = []
+        if self.assets_dir:
+            return errors
+        if not self.vocab_file:
+            errors.append(f"vocab_file: required for kind={self.kind} (or set assets_dir)")
+        if self.kind in ("gpt2_bpe", "gpt1_bpe") and not self.merges_file:
+            errors.append(f"merges_file: required for kind={self.kind}")
+        if self.max_chars_per_word < 1:
+            errors.append(f"max_chars_per_word: must be >= 1, got {self.max_chars_per_word}")
+        return errors
+
+
+def build_encoder(config: EncoderConfig) -> TextEncoder:
+    config.validate()
+    if config.assets_dir:
+        return load_encoder(config.assets_dir)
+    if config.kind == "wordpiece":
+        return WordPieceEncoder.from_file(
+            config.vocab_file, lower_case=config.lower_case, split_special_tokens=config.split_special_tokens,
+            max_chars_per_word=config.max_chars_per_word,
+        )
+    if config.kind == "sentencepiece":
+        return SentencePieceEncoder.from_file(config.vocab_file)
+    cls = GPT2Encoder if config.kind == "gpt2_bpe" else GPT1Encoder
+    return cls.from_files(config.vocab_file, config.merges_file, split_special_tokens=config.split_special_tokens)
+
+
+def load_encoder(directory: str) -> TextEncoder:
+    """Loads an encoder saved with ``TextEncoder.save``; checks its fingerprint against the assets."""
+    meta_path = fileio.join(directory, ENCODER_FILE)
+    if not fileio.exists(meta_path):
+        raise EncoderError(f"{meta_path}: file not found (not an encoder folder)")
+    try:
+        meta = json.loads(fileio.read_text(meta_path))
+        kind, settings = meta["kind"], meta["settings"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise EncoderError(f"{meta_path}: malformed encoder description ({err})") from None
+    asset = lambda name: fileio.join(directory, name)  # noqa: E731
+    if kind == "wordpiece":
+        encoder: TextEncoder = WordPieceEncoder.from_file(asset(VOCAB_FILE), **settings)
+    elif kind == "sentencepiece":
+        encoder = SentencePieceEncoder.from_file(asset(MODEL_FILE))
+    elif kind == "gpt2_bpe":
+        encoder = GPT2Encoder.from_files(*(asset(f) for f in GPT2_FILES), **settings)
+    elif kind == "gpt1_bpe":
+        settings = {k: v for k, v in settings.items() if k != "pretokenizer"}
+        encoder = GPT1Encoder.from_files(*(asset(f) for f in GPT1_FILES), **settings)
+    else:
+        raise EncoderError(f"{meta_path}: unknown encoder kind {kind!r}")
+    if meta.get("fingerprint") and meta["fingerprint"] != encoder.fingerprint:
+        raise EncoderError(
+            f"{meta_path}: fingerprint {meta['fingerprint']} does not match the assets ({encoder.fingerprint})"
+        )
+    return encoder
+
+
+@dataclasses.dataclass(frozen=True)
+class SentencePieceTrainConfig(Config):
+    """Train a SentencePiece model from corpus files (raw text, one sentence or paragraph per line)."""
+
+    inputs: tuple[str, ...] = option((), "corpus files (local or gs://), comma-separated on the command line")
+    output_dir: str = option("", "folder for sentencepiece.model, encoder.json and the resolved config")
+    vocab_size: int = option(8000, "number of pieces, special pieces included")
+    model_type: Literal["unigram", "bpe"] = option("unigram", "SentencePiece algorithm")
+    character_coverage: float = option(0.9995, "share of characters covered (1.0 for small alphabets)")
+    user_symbols: tuple[str, ...] = option((), "extra pieces kept whole, after [MASK]")
+    max_sentences: int = option(1_000_000, "sample at most this many lines for training")
+    seed: int = option(0, "random seed for the sentence sample")
+
+    def check(self) -> list[str]:
+        errors = []
+        if not self.inputs:
+            errors.append("inputs: at least one corpus file is required")
+        if not self.output_dir:
+            errors.append("output_dir: required")
+        if self.vocab_size < 8:
+            errors.append(f"vocab_size: must be >= 8, got {self.vocab_size}")
+        if not 0.0 < self.character_coverage <= 1.0:
+            errors.append(f"character_coverage: must be in (0, 1], got {self.character_coverage}")
+        return errors
+
+
+def train_sentencepiece(config: SentencePieceTrainConfig) -> SentencePieceEncoder:
+    """Trains, then writes the encoder folder and the resolved config (``config.yaml``) beside it."""
+    from trainer.text.sentencepiece_encoder import iter_corpus_lines  # noqa: PLC0415
+
+    config.validate()
+    encoder = SentencePieceEncoder.train(
+        iter_corpus_lines(config.inputs), vocab_size=config.vocab_size, model_type=config.model_type,
+        character_coverage=config.character_coverage, user_symbols=config.user_symbols,
+        max_sentences=config.max_sentences, seed=config.seed,
+    )
+    encoder.save(config.output_dir)
+    config.save(fileio.join(config.output_dir, "config.yaml"))
+    return encoder
