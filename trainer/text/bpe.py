@@ -153,7 +153,12 @@ class _BPEEncoder(TextEncoder):
     def source_vocab(self) -> dict[str, int]:
         return self.encoder
 
+    def _prepare(self, text: str) -> str:
+        """Runs before special tokens are matched (GPT-1 cleans control characters, as BERT does)."""
+        return text
+
     def _chunks(self, text: str) -> list[tuple[str, bool]]:
+        text = self._prepare(text)
         if self._special_re is None:
             return [(text, False)]
         return [(c, i % 2 == 1) for i, c in enumerate(self._special_re.split(text)) if c]
@@ -271,6 +276,9 @@ class GPT1Encoder(_BPEEncoder):
 
     def settings(self) -> dict[str, Any]:
         return {"split_special_tokens": self.split_special_tokens, "pretokenizer": self.pretokenizer}
+
+    def _prepare(self, text: str) -> str:
+        return text if self._spacy else basic.clean_text(text)
 
     def _pretokenize(self, text: str) -> list[str]:
         if self._spacy:
