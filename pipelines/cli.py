@@ -53,6 +53,41 @@ def _encoder_train_sentencepiece(args: argparse.Namespace) -> int:
     return 0
 
 
+def step_configs():
+    """Every step's config class, in the order the docs list them."""
+    from trainer.text.factory import EncoderConfig, SentencePieceTrainConfig  # noqa: PLC0415
+
+    return [EncoderConfig, SentencePieceTrainConfig]
+
+
+def configuration_reference() -> str:
+    from trainer.config import describe_fields  # noqa: PLC0415
+
+    lines = [
+        "# Configuration reference",
+        "",
+        "Every step takes one typed config (a frozen dataclass). It is resolved in a fixed order: the defaults below,",
+        "then an optional YAML/JSON file (`--config FILE`), then overrides (`--<field> VALUE` flags or",
+        "`--set a.b=VALUE`), then validation, whose errors name the field. The resolved config is written beside the",
+        "step's outputs (`config.yaml`). Generated from the dataclasses by `bertkeras config-docs`; do not edit.",
+        "",
+    ]
+    for cls in step_configs():
+        lines += [f"## {cls.__name__}", "", (cls.__doc__ or "").strip(), "", describe_fields(cls), ""]
+    return "\n".join(lines)
+
+
+def _config_docs(args: argparse.Namespace) -> int:
+    from trainer import fileio  # noqa: PLC0415
+
+    text = configuration_reference()
+    if args.output:
+        fileio.atomic_write_text(args.output, text)
+    else:
+        print(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from trainer.text.factory import EncoderConfig, SentencePieceTrainConfig  # noqa: PLC0415
 
@@ -77,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     train = actions.add_parser("train-sentencepiece", help="train a SentencePiece model from corpus files")
     add_config_flags(train, SentencePieceTrainConfig)
     train.set_defaults(run=_encoder_train_sentencepiece)
+
+    docs = commands.add_parser("config-docs", help="print (or write) the reference of every step's config fields")
+    docs.add_argument("--output", help="write to this file instead of printing")
+    docs.set_defaults(run=_config_docs)
     return parser
 
 

@@ -57,7 +57,7 @@ class Config:
         unknown = sorted(set(data) - names)
         if unknown:
             raise ConfigError(
-                f"{source}: unknown field {prefix}{unknown[0]!r} for {cls.__name__}; known: {sorted(names)}"
+                f"{source}: unknown field {prefix + unknown[0]!r} for {cls.__name__}; known: {sorted(names)}"
             )
         values = {}
         for name, raw in data.items():

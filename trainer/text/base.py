@@ -154,7 +154,10 @@ class TextEncoder(abc.ABC):
         import tensorflow as tf  # noqa: PLC0415 - only batch users pay for the import
 
         result = self.tf_tokenizer()(tf.constant(list(texts), dtype=tf.string))
-        return result if ragged else result.to_list()
+        if ragged:
+            return result
+        values, splits = result.flat_values.numpy().tolist(), result.row_splits.numpy().tolist()
+        return [values[a:b] for a, b in zip(splits, splits[1:])]
 
     def tokenize(self, text: str | bytes) -> list[str]:
         return [self.id_to_token(i) for i in self.encode(text)]
