@@ -1,0 +1,125 @@
+"""Builds the functional Keras model: one transformer encoder plus any set of named heads.
+
+Inputs (by name): ``token_ids`` [batch, length], ``segment_ids`` [batch, length] (optional),
+``padding_mask`` [batch, length] (1 = real token), ``attention_mask`` [batch, length, length] (optional:
+the seed's explicit mask, e.g. custom or causal), ``masked_positions`` [batch, n] for a masked-LM head, and
+``<head>_index`` [batch] (the extraction index) for each sentence head.
+Outputs (by name): ``sequence_output``, ``pooled_output`` (when the encoder has BERT's pooler) and one output
+per head, named as the head: logits [batch, n, vocab] (masked_lm), [batch, length, vocab] (causal_lm),
+[batch, 2] (next_sentence), [batch, classes] (sentence), [batch, length, classes] (token).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import keras
+
+from trainer.model.config import HeadConfig, TransformerConfig
+from trainer.model.layers import (
+    AttentionMask,
+    Bias,
+    GatherIndex,
+    GatherPositions,
+    PositionEmbedding,
+    ReversibleEmbedding,
+    NamedActivation,
+    TransformerBlock,
+    initializer,
+)
+
+MLM_POSITIONS = "masked_positions"
+
+
+def index_input_name(head: str) -> str:
+    return f"{head}_index"
+
+
+def build_model(
+    config: TransformerConfig, heads: Mapping[str, HeadConfig] | None = None, name: str = "bertkeras"
+) -> keras.Model:
+    config.validate()
+    heads = dict(heads or {})
+    for head_name, head in heads.items():
+        head.validate(prefix=f"heads.{head_name}.")
+    init = initializer(config.initializer_range)
+
+    inputs = {
+        "token_ids": keras.Input((None,), dtype="int32", name="token_ids"),
+        "segment_ids": keras.Input((None,), dtype="int32", name="segment_ids", optional=True),
+        "padding_mask": keras.Input((None,), dtype="int32", name="padding_mask"),
+        "attention_mask": keras.Input((None, None), dtype="int32", name="attention_mask", optional=True),
+    }
+
+    token_embedding = ReversibleEmbedding(
+        config.vocab_size, config.hidden_size, embeddings_initializer=init, name="token_embedding"
+    )
+    x = token_embedding(inputs["token_ids"])
+    x = x + PositionEmbedding(config.max_positions, config.initializer_range, name="position_embedding")(x)
+    if config.type_vocab_size:
+        segments = keras.layers.Embedding(
+            config.type_vocab_size, config.hidden_size, embeddings_initializer=init, name="segment_embedding"
+        )
+        x = x + segments(SegmentIds(name="segment_ids_or_zeros")(inputs["token_ids"], inputs["segment_ids"]))
+    if config.embedding_layer_norm:
+        x = keras.layers.LayerNormalization(epsilon=config.layer_norm_epsilon, name="embeddings_layer_norm")(x)
+    x = keras.layers.Dropout(config.dropout, name="embeddings_dropout")(x)
+    mask = AttentionMask(config.causal, name="attention_mask_builder")(inputs["padding_mask"], inputs["attention_mask"])
+    for i in range(config.num_layers):
+        x = TransformerBlock(
+            config.num_heads, config.intermediate_size, config.activation, config.layer_norm_epsilon,
+            config.dropout, config.attention_dropout, config.initializer_range, name=f"layer_{i}",
+        )(x, attention_mask=mask)
+    sequence = x
+    outputs = {"sequence_output": sequence}
+    pooler = None
+    if config.pooler:
+        pooler = keras.layers.Dense(config.hidden_size, activation="tanh", kernel_initializer=init, name="pooler")
+        outputs["pooled_output"] = pooler(GatherIndex(name="first_token")(sequence, ZerosIndex()(inputs["token_ids"])))
+
+    for head_name, head in heads.items():
+        if head.kind == "masked_lm":
+            positions = inputs.setdefault(MLM_POSITIONS, keras.Input((None,), dtype="int32", name=MLM_POSITIONS))
+            h = GatherPositions(name=f"{head_name}_gather")(sequence, positions)
+            h = keras.layers.Dense(config.hidden_size, kernel_initializer=init, name=f"{head_name}_transform")(h)
+            h = NamedActivation(config.activation, name=f"{head_name}_activation")(h)
+            h = keras.layers.LayerNormalization(epsilon=config.layer_norm_epsilon, name=f"{head_name}_layer_norm")(h)
+            outputs[head_name] = Bias(name=f"{head_name}_output_bias")(token_embedding(h, reverse=True))
+        elif head.kind == "causal_lm":
+            outputs[head_name] = token_embedding(sequence, reverse=True)
+        elif head.kind == "next_sentence":
+            if pooler is None:
+                raise ValueError(f"heads.{head_name}: next_sentence needs the encoder's pooler (pooler=true)")
+            outputs[head_name] = keras.layers.Dense(2, kernel_initializer=init, name=head_name)(outputs["pooled_output"])
+        elif head.kind == "sentence":
+            index_name = index_input_name(head_name)
+            index = inputs.setdefault(index_name, keras.Input((), dtype="int32", name=index_name))
+            h = GatherIndex(name=f"{head_name}_extract")(sequence, index)
+            if head.use_pooler and pooler is not None:
+                h = pooler(h)
+            h = keras.layers.Dropout(head.dropout, name=f"{head_name}_dropout")(h)
+            outputs[head_name] = keras.layers.Dense(head.num_classes, kernel_initializer=init, name=head_name)(h)
+        elif head.kind == "token":
+            h = keras.layers.Dropout(head.dropout, name=f"{head_name}_dropout")(sequence)
+            outputs[head_name] = keras.layers.Dense(head.num_classes, kernel_initializer=init, name=head_name)(h)
+        else:  # pragma: no cover - Literal-checked by the config
+            raise ValueError(f"heads.{head_name}: unknown kind {head.kind!r}")
+    return keras.Model(inputs, outputs, name=name)
+
+
+@keras.saving.register_keras_serializable(package="bertkeras")
+class SegmentIds(keras.layers.Layer):
+    """The segment ids, or zeros shaped like the token ids when none are given."""
+
+    def call(self, token_ids, segment_ids=None):
+        if segment_ids is None:
+            return keras.ops.zeros_like(token_ids)
+        return segment_ids
+
+
+@keras.saving.register_keras_serializable(package="bertkeras")
+class ZerosIndex(keras.layers.Layer):
+    """Index 0 ([CLS], BERT's pooler input) for every example: [batch, length] -> [batch]."""
+
+    def call(self, token_ids):
+        return keras.ops.zeros_like(token_ids[:, 0])

@@ -1,0 +1,183 @@
+"""Registered Keras layers of the encoder and its heads (no Lambda layers: models load with safe_mode=True).
+
+Layer and weight names are stable (``embeddings/token_embedding``, ``layer_{i}/attention``, ...), because the
+checkpoint converters find weights by these names.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+PACKAGE = "bertkeras"
+
+
+def initializer(stddev: float) -> keras.initializers.Initializer:
+    return keras.initializers.TruncatedNormal(stddev=stddev)
+
+
+def activation_fn(name: str):
+    if name == "gelu":
+        return lambda x: keras.activations.gelu(x, approximate=False)
+    if name == "gelu_tanh":
+        return lambda x: keras.activations.gelu(x, approximate=True)
+    if name == "relu":
+        return keras.activations.relu
+    raise ValueError(f"unknown activation {name!r}")
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class NamedActivation(keras.layers.Layer):
+    """An activation chosen by name (gelu, gelu_tanh, relu); serializable, unlike a lambda."""
+
+    def __init__(self, activation: str, **kwargs):
+        super().__init__(**kwargs)
+        self.activation = activation
+        self._fn = activation_fn(activation)
+
+    def call(self, inputs):
+        return self._fn(inputs)
+
+    def get_config(self):
+        return {**super().get_config(), "activation": self.activation}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ReversibleEmbedding(keras.layers.Embedding):
+    """Token embedding that also projects hidden states back onto the vocabulary (``reverse=True``),
+    so LM decoders are tied to the embedding by calling the same layer."""
+
+    def call(self, inputs, reverse: bool = False):
+        if reverse:
+            return ops.matmul(inputs, ops.transpose(ops.convert_to_tensor(self.embeddings, dtype=inputs.dtype)))
+        return super().call(inputs)
+
+    def compute_output_spec(self, inputs, reverse: bool = False):
+        if reverse:
+            return keras.KerasTensor((*inputs.shape[:-1], self.input_dim), dtype=self.compute_dtype)
+        return super().compute_output_spec(inputs)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class PositionEmbedding(keras.layers.Layer):
+    """Learned absolute position embedding, added for positions 0..sequence_length-1."""
+
+    def __init__(self, max_positions: int, stddev: float = 0.02, **kwargs):
+        super().__init__(**kwargs)
+        self.max_positions = max_positions
+        self.stddev = stddev
+
+    def build(self, input_shape):
+        self.embeddings = self.add_weight(
+            name="embeddings", shape=(self.max_positions, input_shape[-1]), initializer=initializer(self.stddev)
+        )
+
+    def call(self, inputs):
+        length = ops.shape(inputs)[1]
+        return ops.expand_dims(ops.convert_to_tensor(self.embeddings, dtype=inputs.dtype)[:length], 0)
+
+    def get_config(self):
+        return {**super().get_config(), "max_positions": self.max_positions, "stddev": self.stddev}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class AttentionMask(keras.layers.Layer):
+    """Combines the padding mask [batch, key], an optional explicit mask [batch, query, key] and, for causal
+    models, the lower-triangular mask into one boolean mask [batch, query, key]."""
+
+    def __init__(self, causal: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.causal = causal
+
+    def call(self, padding_mask, attention_mask=None):
+        length = ops.shape(padding_mask)[1]
+        mask = ops.expand_dims(ops.cast(padding_mask, "bool"), 1)  # [batch, 1, key]
+        mask = ops.logical_and(mask, ops.ones((1, length, 1), dtype="bool"))
+        if attention_mask is not None:
+            mask = ops.logical_and(mask, ops.cast(attention_mask, "bool"))
+        if self.causal:
+            rows = ops.expand_dims(ops.arange(length), 1)
+            cols = ops.expand_dims(ops.arange(length), 0)
+            mask = ops.logical_and(mask, ops.expand_dims(rows >= cols, 0))
+        return mask
+
+    def get_config(self):
+        return {**super().get_config(), "causal": self.causal}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class TransformerBlock(keras.layers.Layer):
+    """Post-layer-norm transformer block (BERT and GPT-1): x = LN(x + Attn(x)); x = LN(x + FFN(x))."""
+
+    def __init__(
+        self, num_heads: int, intermediate_size: int, activation: str = "gelu", layer_norm_epsilon: float = 1e-12,
+        dropout: float = 0.1, attention_dropout: float = 0.1, stddev: float = 0.02, **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.intermediate_size = intermediate_size
+        self.activation = activation
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.stddev = stddev
+
+    def build(self, input_shape):
+        hidden = input_shape[-1]
+        init = initializer(self.stddev)
+        self.attention = keras.layers.MultiHeadAttention(
+            num_heads=self.num_heads, key_dim=hidden // self.num_heads, dropout=self.attention_dropout,
+            kernel_initializer=init, name="attention",
+        )
+        self.attention.build(input_shape, input_shape)
+        self.attention_norm = keras.layers.LayerNormalization(epsilon=self.layer_norm_epsilon, name="attention_norm")
+        self.attention_norm.build(input_shape)
+        self.intermediate = keras.layers.Dense(self.intermediate_size, kernel_initializer=init, name="intermediate")
+        self.intermediate.build(input_shape)
+        self.output_dense = keras.layers.Dense(hidden, kernel_initializer=init, name="output")
+        self.output_dense.build((*input_shape[:-1], self.intermediate_size))
+        self.output_norm = keras.layers.LayerNormalization(epsilon=self.layer_norm_epsilon, name="output_norm")
+        self.output_norm.build(input_shape)
+        self.dropout_layer = keras.layers.Dropout(self.dropout)
+        self._act = activation_fn(self.activation)
+
+    def call(self, x, attention_mask=None, training=None):
+        attended = self.attention(x, x, attention_mask=attention_mask, training=training)
+        x = self.attention_norm(x + self.dropout_layer(attended, training=training))
+        hidden = self.output_dense(self._act(self.intermediate(x)))
+        return self.output_norm(x + self.dropout_layer(hidden, training=training))
+
+    def get_config(self):
+        return {
+            **super().get_config(), "num_heads": self.num_heads, "intermediate_size": self.intermediate_size,
+            "activation": self.activation, "layer_norm_epsilon": self.layer_norm_epsilon, "dropout": self.dropout,
+            "attention_dropout": self.attention_dropout, "stddev": self.stddev,
+        }
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class GatherPositions(keras.layers.Layer):
+    """Vectors at given positions: sequence [batch, length, hidden], positions [batch, n] -> [batch, n, hidden]."""
+
+    def call(self, sequence, positions):
+        return ops.take_along_axis(sequence, ops.expand_dims(ops.cast(positions, "int32"), -1), axis=1)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class GatherIndex(keras.layers.Layer):
+    """The vector at one position per example (the extraction index): [batch, length, hidden], [batch] -> [batch, hidden]."""
+
+    def call(self, sequence, index):
+        index = ops.reshape(ops.cast(index, "int32"), (-1, 1, 1))
+        return ops.squeeze(ops.take_along_axis(sequence, index, axis=1), 1)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Bias(keras.layers.Layer):
+    """Adds a learned bias over the last axis (the MLM decoder's output bias)."""
+
+    def build(self, input_shape):
+        self.bias = self.add_weight(name="bias", shape=(input_shape[-1],), initializer="zeros")
+
+    def call(self, inputs):
+        return inputs + ops.cast(self.bias, inputs.dtype)
