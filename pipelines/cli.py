@@ -4,11 +4,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import sys
 
-from trainer.config import ConfigError, add_config_flags, config_from_args
-from trainer.text.base import EncoderError
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info lines are noise on a CLI
+
+from trainer.checkpoints.common import CheckpointError  # noqa: E402
+from trainer.config import ConfigError, add_config_flags, config_from_args  # noqa: E402
+from trainer.text.base import EncoderError  # noqa: E402
 
 
 def _encoder_encode(args: argparse.Namespace) -> int:
@@ -53,11 +57,23 @@ def _encoder_train_sentencepiece(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert(args: argparse.Namespace) -> int:
+    from trainer.checkpoints.convert import ConvertConfig, convert  # noqa: PLC0415
+
+    config = config_from_args(ConvertConfig, args)
+    report = convert(config)
+    print(json.dumps({"output": config.output_dir, "mapped": len(report.mapped), "ignored": len(report.ignored),
+                      "parity": report.parity, "notes": report.notes}))
+    return 0
+
+
 def step_configs():
     """Every step's config class, in the order the docs list them."""
+    from trainer.checkpoints.convert import ConvertConfig  # noqa: PLC0415
+    from trainer.model.config import HeadConfig, TransformerConfig  # noqa: PLC0415
     from trainer.text.factory import EncoderConfig, SentencePieceTrainConfig  # noqa: PLC0415
 
-    return [EncoderConfig, SentencePieceTrainConfig]
+    return [EncoderConfig, SentencePieceTrainConfig, TransformerConfig, HeadConfig, ConvertConfig]
 
 
 def configuration_reference() -> str:
@@ -89,6 +105,7 @@ def _config_docs(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from trainer.checkpoints.convert import ConvertConfig  # noqa: PLC0415
     from trainer.text.factory import EncoderConfig, SentencePieceTrainConfig  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(prog="bertkeras", description=__doc__)
@@ -113,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(train, SentencePieceTrainConfig)
     train.set_defaults(run=_encoder_train_sentencepiece)
 
+    convert = commands.add_parser(
+        "convert", help="Google TF1 BERT / HF safetensors / OpenAI GPT-1 -> model.keras + encoder assets + report"
+    )
+    add_config_flags(convert, ConvertConfig)
+    convert.set_defaults(run=_convert)
+
     docs = commands.add_parser("config-docs", help="print (or write) the reference of every step's config fields")
     docs.add_argument("--output", help="write to this file instead of printing")
     docs.set_defaults(run=_config_docs)
@@ -124,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ConfigError, EncoderError) as err:
+    except (ConfigError, EncoderError, CheckpointError) as err:
         print(f"bertkeras: error: {err}", file=sys.stderr)
         return 2
 

@@ -19,6 +19,8 @@ from trainer.checkpoints.common import CheckpointError, ConversionReport, Target
 from trainer.model.builder import build_model
 from trainer.model.config import HeadConfig, TransformerConfig
 
+TF1_FORMAT = "google_tf1_bert"
+HF_FORMAT = "huggingface_bert"
 MLM_HEAD = "masked_lm"
 NSP_HEAD = "next_sentence"
 TF1_IGNORED = {
@@ -160,7 +162,7 @@ def read_tf1(path: str) -> tuple[dict[str, np.ndarray], str]:
         reader = tf.train.load_checkpoint(prefix)
         names = reader.get_variable_to_shape_map()
         return {name: reader.get_tensor(name) for name in names}, prefix
-    except (tf.errors.OpError, ValueError) as err:
+    except (tf.errors.OpError, ValueError, IndexError) as err:  # IndexError: a truncated data file
         raise CheckpointError(f"{prefix}: cannot read the TF checkpoint: {str(err).splitlines()[0]}") from None
 
 
@@ -213,7 +215,7 @@ def load_tf1(checkpoint: str, config_file: str):
     tensors, prefix = read_tf1(checkpoint)
     names = {"pooler": "bert/pooler/dense/kernel", "mlm": "cls/predictions/output_bias",
              "nsp": "cls/seq_relationship/output_weights"}
-    return _load(tensors, config, prefix, "google_tf1_bert", names, TF1_IGNORED, tf1_table)
+    return _load(tensors, config, prefix, TF1_FORMAT, names, TF1_IGNORED, tf1_table)
 
 
 def load_huggingface(safetensors_file: str, config_file: str):
@@ -223,7 +225,7 @@ def load_huggingface(safetensors_file: str, config_file: str):
     prefix = "bert." if any(k.startswith("bert.") for k in tensors) else ""
     names = {"pooler": f"{prefix}pooler.dense.weight", "mlm": "cls.predictions.bias", "nsp": "cls.seq_relationship.weight"}
     return _load(
-        tensors, config, safetensors_file, "huggingface_bert", names, HF_IGNORED,
+        tensors, config, safetensors_file, HF_FORMAT, names, HF_IGNORED,
         lambda c, p, m, n: hf_table(tf1_table(c, p, m, n), prefix),
     )
 
@@ -252,11 +254,12 @@ def export_tf1(model, config: TransformerConfig, folder: str) -> str:
     return prefix
 
 
-def export_huggingface(model, config: TransformerConfig, folder: str) -> str:
-    """Writes ``config.json`` and ``model.safetensors`` with BertForPreTraining names."""
+def export_huggingface(model, config: TransformerConfig, folder: str, prefix: str = "bert.") -> str:
+    """Writes ``config.json`` and ``model.safetensors``: BertForPreTraining names (``prefix="bert."``) or
+    BertModel names (``prefix=""``)."""
     from safetensors.numpy import save  # noqa: PLC0415
 
-    tensors = export_tensors(model, hf_table(_export_table(model, config), "bert."))
+    tensors = export_tensors(model, hf_table(_export_table(model, config), prefix))
     path = os.path.join(folder, "model.safetensors")
     fileio.atomic_write_bytes(path, save({k: np.ascontiguousarray(v) for k, v in tensors.items()}))
     fileio.atomic_write_text(os.path.join(folder, "config.json"), json.dumps(config_to_json(config), indent=2))

@@ -83,19 +83,19 @@ class PositionEmbedding(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class AttentionMask(keras.layers.Layer):
     """Combines the padding mask [batch, key], an optional explicit mask [batch, query, key] and, for causal
-    models, the lower-triangular mask into one boolean mask [batch, query, key]."""
+    models, the lower-triangular mask into one boolean mask. With padding alone it stays [batch, 1, key]
+    (broadcast over queries), which is cheaper than materialising [batch, query, key]."""
 
     def __init__(self, causal: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.causal = causal
 
     def call(self, padding_mask, attention_mask=None):
-        length = ops.shape(padding_mask)[1]
         mask = ops.expand_dims(ops.cast(padding_mask, "bool"), 1)  # [batch, 1, key]
-        mask = ops.logical_and(mask, ops.ones((1, length, 1), dtype="bool"))
         if attention_mask is not None:
             mask = ops.logical_and(mask, ops.cast(attention_mask, "bool"))
         if self.causal:
+            length = ops.shape(padding_mask)[1]
             rows = ops.expand_dims(ops.arange(length), 1)
             cols = ops.expand_dims(ops.arange(length), 0)
             mask = ops.logical_and(mask, ops.expand_dims(rows >= cols, 0))

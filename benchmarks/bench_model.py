@@ -1,0 +1,99 @@
+"""Forward (inference) throughput of our encoder vs keras-hub's BertBackbone, same configuration, side by side.
+
+MiniLM configuration (6 layers, hidden 384, 12 heads, intermediate 1536, vocab 30522), sequence 128, batch 32,
+XLA on for both (``tf.function(jit_compile=True)``). Runs are interleaved; medians of --runs timings of
+--steps forward passes each. keras-hub is a benchmark-only dependency (``make bench`` installs it).
+
+    .venv/bin/python benchmarks/bench_model.py [--runs 5] [--steps 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from trainer.model.builder import build_model  # noqa: E402
+from trainer.model.config import TransformerConfig  # noqa: E402
+
+MINILM = TransformerConfig(
+    vocab_size=30522, hidden_size=384, num_layers=6, num_heads=12, intermediate_size=1536, max_positions=512,
+)
+
+
+def main() -> None:
+    import keras_hub  # noqa: PLC0415 - benchmark-only
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--length", type=int, default=128)
+    args = parser.parse_args()
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    ids = tf.constant(rng.integers(1000, 30000, size=(args.batch, args.length)), tf.int32)
+    segments = tf.zeros_like(ids)
+    mask = tf.ones_like(ids)
+
+    ours = build_model(MINILM)
+    # keras-hub's BERT uses the tanh approximation of GELU; ours uses BERT's exact erf GELU (checkpoint parity).
+    # The same-function comparison builds ours with gelu_tanh as well.
+    ours_tanh = build_model(TransformerConfig(**{**MINILM.to_dict(), "activation": "gelu_tanh"}))
+    theirs = keras_hub.models.BertBackbone(
+        vocabulary_size=MINILM.vocab_size, num_layers=MINILM.num_layers, num_heads=MINILM.num_heads,
+        hidden_dim=MINILM.hidden_size, intermediate_dim=MINILM.intermediate_size, max_sequence_length=512,
+    )
+
+    @tf.function(jit_compile=True)
+    def ours_forward(ids, segments, mask):
+        out = ours({"token_ids": ids, "segment_ids": segments, "padding_mask": mask, "attention_mask": None}, training=False)
+        return out["sequence_output"], out["pooled_output"]
+
+    @tf.function(jit_compile=True)
+    def ours_tanh_forward(ids, segments, mask):
+        out = ours_tanh({"token_ids": ids, "segment_ids": segments, "padding_mask": mask, "attention_mask": None}, training=False)
+        return out["sequence_output"], out["pooled_output"]
+
+    @tf.function(jit_compile=True)
+    def theirs_forward(ids, segments, mask):
+        out = theirs({"token_ids": ids, "segment_ids": segments, "padding_mask": mask}, training=False)
+        return out["sequence_output"], out["pooled_output"]
+
+    def timed(fn):
+        fn(ids, segments, mask)[0].numpy()
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            result = fn(ids, segments, mask)
+        result[0].numpy()
+        return time.perf_counter() - start
+
+    functions = {"bertkeras (erf gelu)": ours_forward, "bertkeras (tanh gelu)": ours_tanh_forward, "keras_hub": theirs_forward}
+    for fn in functions.values():
+        timed(fn)  # compile first
+    times = {name: [] for name in functions}
+    for _ in range(args.runs):
+        for name, fn in functions.items():
+            times[name].append(timed(fn))
+    rate = {k: args.steps * args.batch / statistics.median(v) for k, v in times.items()}
+    print(f"MiniLM config, batch {args.batch} x length {args.length}, XLA, median of {args.runs} runs of {args.steps} steps")
+    for name, value in rate.items():
+        print(f"  {name:22s} {value:8.1f} sequences/s")
+    ratios = {}
+    for name in ("bertkeras (erf gelu)", "bertkeras (tanh gelu)"):
+        ratios[name] = statistics.median(b / a for a, b in zip(times[name], times["keras_hub"]))
+        print(f"  ratio {name} / keras_hub (per interleaved run, median): {ratios[name]:.2f}x")
+    print(json.dumps({"sequences_per_s": rate, "ratio_vs_keras_hub": ratios}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""The encoder and heads: shapes, masks, serialization (safe_mode), config round trips."""
+
+import keras
+import numpy as np
+import pytest
+
+from trainer.config import ConfigError
+from trainer.model.builder import build_model
+from trainer.model.config import HeadConfig, TransformerConfig
+
+TINY = TransformerConfig(
+    vocab_size=50, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32, max_positions=24,
+    dropout=0.0, attention_dropout=0.0,
+)
+HEADS = {
+    "masked_lm": HeadConfig(kind="masked_lm"),
+    "next_sentence": HeadConfig(kind="next_sentence"),
+    "topic": HeadConfig(kind="sentence", num_classes=3, dropout=0.0),
+    "tags": HeadConfig(kind="token", num_classes=5, dropout=0.0),
+}
+
+
+def batch(length=10, padded=3, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(5, 50, size=(2, length)).astype("int32")
+    mask = np.ones((2, length), "int32")
+    mask[1, length - padded:] = 0
+    ids[1, length - padded:] = 0
+    return {
+        "token_ids": ids, "segment_ids": np.zeros_like(ids), "padding_mask": mask, "attention_mask": None,
+        "masked_positions": np.array([[1, 2], [3, 4]], "int32"), "topic_index": np.array([0, 2], "int32"),
+    }
+
+
+@pytest.fixture(scope="module")
+def model():
+    keras.utils.set_random_seed(1)
+    return build_model(TINY, HEADS)
+
+
+def test_output_shapes(model):
+    out = model(batch())
+    assert {k: tuple(v.shape) for k, v in out.items()} == {
+        "sequence_output": (2, 10, 16), "pooled_output": (2, 16), "masked_lm": (2, 2, 50),
+        "next_sentence": (2, 2), "topic": (2, 3), "tags": (2, 10, 5),
+    }
+
+
+def test_keras_file_loads_in_safe_mode_with_same_outputs(model, tmp_path):
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    x = batch()
+    for name, value in model(x).items():
+        np.testing.assert_allclose(loaded(x)[name], value, atol=1e-6)
+    # the LM decoder is still tied to the token embedding after loading
+    tied = [w for w in loaded.weights if w.path == "token_embedding/embeddings"]
+    assert len(tied) == 1
+
+
+def test_get_config_round_trip(model):
+    clone = keras.Model.from_config(model.get_config())
+    assert clone.get_config() == model.get_config()
+
+
+def test_padding_does_not_change_real_positions(model):
+    x = batch(padded=3)
+    short = {k: (v[1:, :7] if k in ("token_ids", "segment_ids", "padding_mask") else v) for k, v in x.items()}
+    short.update(masked_positions=x["masked_positions"][1:], topic_index=x["topic_index"][1:])
+    np.testing.assert_allclose(model(x)["sequence_output"][1, :7], model(short)["sequence_output"][0], atol=1e-5)
+
+
+def test_explicit_attention_mask_is_applied(model):
+    x = batch(padded=0)
+    blocked = dict(x, attention_mask=np.broadcast_to(np.tril(np.ones((10, 10), "int32")), (2, 10, 10)).copy())
+    causal = build_model(TransformerConfig(**{**TINY.to_dict(), "causal": True}), HEADS)
+    causal.set_weights(model.get_weights())
+    np.testing.assert_allclose(model(blocked)["sequence_output"], causal(x)["sequence_output"], atol=1e-5)
+    assert np.abs(np.asarray(model(blocked)["sequence_output"]) - np.asarray(model(x)["sequence_output"])).max() > 1e-3
+
+
+def test_sentence_head_reads_the_extraction_index(model):
+    x = batch()
+    out = model(x)
+    pooled = model.get_layer("pooler")(np.asarray(out["sequence_output"])[[0, 1], x["topic_index"]])
+    np.testing.assert_allclose(out["topic"], model.get_layer("topic")(pooled), atol=1e-5)
+
+
+def test_gpt_style_encoder_without_segments_or_pooler():
+    config = TransformerConfig(
+        **{**TINY.to_dict(), "type_vocab_size": 0, "pooler": False, "causal": True, "embedding_layer_norm": False,
+           "activation": "gelu_tanh", "layer_norm_epsilon": 1e-5}
+    )
+    gpt = build_model(config, {"lm": HeadConfig(kind="causal_lm")})
+    x = batch(padded=0)
+    out = gpt({"token_ids": x["token_ids"], "segment_ids": None, "padding_mask": x["padding_mask"], "attention_mask": None})
+    assert tuple(out["lm"].shape) == (2, 10, 50) and "pooled_output" not in out
+    assert not any("segment" in w.path or "pooler" in w.path for w in gpt.weights)
+    changed = x["token_ids"].copy()
+    changed[:, 6:] = 7  # a causal model's outputs before position 6 do not see later tokens
+    out2 = gpt({"token_ids": changed, "segment_ids": None, "padding_mask": x["padding_mask"], "attention_mask": None})
+    np.testing.assert_allclose(out["lm"][:, :6], out2["lm"][:, :6], atol=1e-5)
+
+
+def test_config_errors_name_fields():
+    with pytest.raises(ConfigError, match="num_heads: 3 does not divide hidden_size 16"):
+        TransformerConfig(**{**TINY.to_dict(), "num_heads": 3}).validate()
+    with pytest.raises(ConfigError, match=r"heads\.topic\.num_classes: must be >= 1"):
+        build_model(TINY, {"topic": HeadConfig(kind="sentence", num_classes=0)})
+    with pytest.raises(ValueError, match="next_sentence needs the encoder's pooler"):
+        build_model(TransformerConfig(**{**TINY.to_dict(), "pooler": False}), {"nsp": HeadConfig(kind="next_sentence")})

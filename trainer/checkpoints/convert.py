@@ -1,0 +1,187 @@
+"""`bertkeras convert`: any supported checkpoint -> a `.keras` model + the encoder assets + a report.
+
+The conversion is verified twice: a round trip (our weights written back in the source format and read
+again must equal the source tensors exactly; BERT formats), and, when reference outputs are given (an
+``.npz`` of inputs and a third-party implementation's outputs), output parity at every non-padded position;
+the step fails when the maximum absolute difference exceeds ``parity_tolerance``. Outputs are written only
+after both checks pass, each file atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from typing import Literal
+
+import numpy as np
+
+from trainer import fileio
+from trainer.checkpoints import bert, openai_gpt
+from trainer.checkpoints.common import CheckpointError, ConversionReport
+from trainer.config import Config, option
+
+SourceFormat = Literal["auto", "google_tf1", "huggingface", "openai_gpt"]
+MODEL_FILE = "model.keras"
+REPORT_FILE = "conversion_report.json"
+ENCODER_DIR = "encoder"
+
+# Reference-output names used by HF / Google dumps -> our output names.
+REFERENCE_OUTPUTS = {
+    "last_hidden_state": "sequence_output", "sequence_output": "sequence_output",
+    "pooler_output": "pooled_output", "pooled_output": "pooled_output",
+    "mlm_logits": bert.MLM_HEAD, "nsp_logits": bert.NSP_HEAD, "lm_logits": openai_gpt.LM_HEAD,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvertConfig(Config):
+    """Convert a pretrained checkpoint into a bertkeras model."""
+
+    source: str = option("", "checkpoint folder (or TF1 prefix / .safetensors file)")
+    source_format: SourceFormat = option("auto", "auto-detected from the files unless given")
+    config_file: str = option("", "bert_config.json / config.json (default: beside the checkpoint)")
+    vocab_file: str = option("", "vocab.txt or encoder_bpe_40000.json (default: beside the checkpoint)")
+    merges_file: str = option("", "GPT-1 vocab_40000.bpe (default: beside the checkpoint)")
+    lower_case: bool = option(True, "WordPiece vocabularies: uncased (true) or cased")
+    output_dir: str = option("", "where model.keras, encoder/ and conversion_report.json go")
+    reference_outputs: str = option("", ".npz of inputs and reference outputs to check parity against")
+    parity_tolerance: float = option(1e-4, "maximum absolute difference allowed against the reference outputs")
+
+    def check(self) -> list[str]:
+        errors = []
+        if not self.source:
+            errors.append("source: required")
+        if not self.output_dir:
+            errors.append("output_dir: required")
+        if self.parity_tolerance <= 0:
+            errors.append(f"parity_tolerance: must be > 0, got {self.parity_tolerance}")
+        return errors
+
+
+def detect_format(source: str) -> str:
+    folder = source if os.path.isdir(source) else os.path.dirname(source)
+    if source.endswith(".safetensors") or os.path.exists(os.path.join(folder, "model.safetensors")):
+        return "huggingface"
+    if os.path.exists(os.path.join(folder, "params_shapes.json")):
+        return "openai_gpt"
+    if source.endswith(".index") or os.path.exists(source + ".index") or any(
+        f.endswith(".index") for f in (os.listdir(folder) if os.path.isdir(folder) else [])
+    ):
+        return "google_tf1"
+    raise CheckpointError(
+        f"{source}: unknown checkpoint format (expected model.safetensors, params_shapes.json or a TF1 *.ckpt.index)"
+    )
+
+
+def _beside(config: ConvertConfig, name: str) -> str:
+    folder = config.source if os.path.isdir(config.source) else os.path.dirname(config.source)
+    return os.path.join(folder, name)
+
+
+def load_source(config: ConvertConfig):
+    """-> (model, transformer config, report, encoder or None)."""
+    from trainer.text.bpe import GPT1Encoder  # noqa: PLC0415
+    from trainer.text.wordpiece import WordPieceEncoder  # noqa: PLC0415
+
+    fmt = config.source_format if config.source_format != "auto" else detect_format(config.source)
+    encoder = None
+    if fmt == "openai_gpt":
+        vocab = config.vocab_file or _beside(config, "encoder_bpe_40000.json")
+        merges = config.merges_file or _beside(config, "vocab_40000.bpe")
+        if os.path.exists(vocab):
+            encoder = GPT1Encoder.from_files(vocab, merges)
+        model, tconfig, report = openai_gpt.load_openai_gpt(config.source, encoder.vocab_size if encoder else None)
+    else:
+        default_config = "bert_config.json" if fmt == "google_tf1" else "config.json"
+        config_file = config.config_file or _beside(config, default_config)
+        if fmt == "google_tf1":
+            model, tconfig, report = bert.load_tf1(config.source, config_file)
+        else:
+            weights = config.source if config.source.endswith(".safetensors") else _beside(config, "model.safetensors")
+            model, tconfig, report = bert.load_huggingface(weights, config_file)
+        vocab = config.vocab_file or _beside(config, "vocab.txt")
+        if os.path.exists(vocab):
+            encoder = WordPieceEncoder.from_file(vocab, lower_case=config.lower_case)
+    if encoder is None:
+        report.notes.append("no vocabulary found beside the checkpoint: no encoder assets written")
+    elif encoder.vocab_size != tconfig.vocab_size:
+        raise CheckpointError(
+            f"{getattr(encoder, 'source', 'vocabulary')}: {encoder.vocab_size} tokens, but the checkpoint's embedding "
+            f"has {tconfig.vocab_size} rows"
+        )
+    return model, tconfig, report, encoder
+
+
+def round_trip(model, tconfig, report: ConversionReport, source_tensors: dict[str, np.ndarray]) -> None:
+    """Writes the model back in its source format, reads it again, and records the largest difference."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if report.source_format == bert.TF1_FORMAT:
+            back, _ = bert.read_tf1(bert.export_tf1(model, tconfig, tmp))
+        elif report.source_format == bert.HF_FORMAT:
+            prefix = "bert." if any(k.startswith("bert.") for k in source_tensors) else ""
+            back = bert.read_safetensors(bert.export_huggingface(model, tconfig, tmp, prefix=prefix))
+        else:
+            raise ValueError(f"no writer for {report.source_format}")
+    diffs = {n: float(np.abs(back[n].astype(np.float64) - source_tensors[n]).max()) for n in report.mapped}
+    worst = max(diffs.values())
+    report.parity["round_trip_max_abs_diff"] = worst
+    if worst != 0.0:
+        raise CheckpointError(f"round trip changed tensor {max(diffs, key=diffs.get)} by {worst}")
+
+
+def reference_parity(model, reference_file: str, tolerance: float, report: ConversionReport) -> None:
+    data = np.load(reference_file)
+    ids = data["input_ids"]
+    padding = data["attention_mask"] if "attention_mask" in data.files else np.ones_like(ids)
+    inputs = {
+        "token_ids": ids,
+        "segment_ids": data["token_type_ids"] if "token_type_ids" in data.files else None,
+        "padding_mask": padding,
+        "attention_mask": None,
+    }
+    names = set(model.input.keys()) if isinstance(model.input, dict) else set()
+    if "masked_positions" in names:
+        inputs["masked_positions"] = np.tile(np.arange(ids.shape[1], dtype="int32"), (ids.shape[0], 1))
+    outputs = {k: np.asarray(v) for k, v in model(inputs, training=False).items()}
+    real = padding.astype(bool)
+    checked = {}
+    for ref_name, ours in REFERENCE_OUTPUTS.items():
+        if ref_name not in data.files or ours not in outputs:
+            continue
+        ref, out = data[ref_name], outputs[ours]
+        diff = np.abs(out[real] - ref[real]) if ref.ndim >= 2 and ref.shape[:2] == ids.shape else np.abs(out - ref)
+        checked[ours] = float(diff.max())
+    if not checked:
+        raise CheckpointError(f"{reference_file}: no reference output this model produces ({sorted(data.files)})")
+    report.parity.update({f"{k}_max_abs_diff": v for k, v in checked.items()})
+    report.parity["tolerance"] = tolerance
+    worst = max(checked, key=checked.get)
+    if checked[worst] > tolerance:
+        raise CheckpointError(
+            f"{reference_file}: {worst} differs from the reference by {checked[worst]:.3g} > tolerance {tolerance}"
+        )
+
+
+def convert(config: ConvertConfig) -> ConversionReport:
+    config.validate()
+    model, tconfig, report, encoder = load_source(config)
+    if report.source_format == bert.TF1_FORMAT:
+        round_trip(model, tconfig, report, bert.read_tf1(report.source)[0])
+    elif report.source_format == bert.HF_FORMAT:
+        round_trip(model, tconfig, report, bert.read_safetensors(report.source))
+    else:
+        report.notes.append("round trip: no writer for the GPT-1 release format")
+    if config.reference_outputs:
+        reference_parity(model, config.reference_outputs, config.parity_tolerance, report)
+    fileio.makedirs(config.output_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, MODEL_FILE)
+        model.save(local)
+        with open(local, "rb") as f:
+            fileio.atomic_write_bytes(fileio.join(config.output_dir, MODEL_FILE), f.read())
+    if encoder is not None:
+        encoder.save(fileio.join(config.output_dir, ENCODER_DIR))
+    config.save(fileio.join(config.output_dir, "config.yaml"))
+    report.save(fileio.join(config.output_dir, REPORT_FILE))
+    return report
