@@ -1,0 +1,228 @@
+"""Reading corpora at scale: files are cut into byte ranges, each range is read by one worker, and a
+document belongs to the range that holds its first byte, so a document never straddles two ranges and
+every document is read exactly once, whatever the number of ranges or workers.
+
+Formats: ``text`` (Google's: one sentence per line, a blank line between documents) and ``jsonl`` (one document
+per line, a ``text`` field, split into sentences by :func:`split_sentences`). Compressed files (gzip, bz2...)
+cannot be sought and are read whole. Problems never stop the pipeline: they become dead letters
+(file, byte offset of the line, reason) and counters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from trainer.text.base import decode_utf8
+
+NAMESPACE = "bertkeras"
+# A sentence ends at ".", "!" or "?" (optionally followed by closing quotes/brackets) and whitespace.
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+")
+
+
+def split_sentences(text: str) -> list[str]:
+    """The documented rule for JSONL documents: newlines end sentences, and so do ".", "!" or "?" (with
+    any closing quotes or brackets) followed by whitespace."""
+    sentences = []
+    for paragraph in text.splitlines():
+        start = 0
+        for match in _SENTENCE_END.finditer(paragraph):
+            sentences.append(paragraph[start : match.start()] + paragraph[match.start() : match.end()].rstrip())
+            start = match.end()
+        sentences.append(paragraph[start:])
+    return [s.strip() for s in sentences if s.strip()]
+
+
+@dataclasses.dataclass(frozen=True)
+class FileRange:
+    path: str
+    start: int
+    end: int  # exclusive; -1 = to the end of the file
+
+
+@dataclasses.dataclass(frozen=True)
+class Document:
+    key: str  # stable identity: file and byte offset; seeds the document's random choices
+    path: str
+    offset: int
+    lines: tuple[str, ...]
+
+
+def dead_letter(path: str, offset: int, reason: str, sample: str = "") -> str:
+    return json.dumps({"file": path, "byte_offset": offset, "reason": reason, "sample": sample[:200]}, ensure_ascii=False)
+
+
+def document_key(path: str, offset: int) -> str:
+    return hashlib.sha1(f"{path}\0{offset}".encode()).hexdigest()
+
+
+class SplitIntoRanges(beam.DoFn):
+    """File metadata -> byte ranges of about ``range_bytes`` (one range for compressed files)."""
+
+    def __init__(self, range_bytes: int):
+        self.range_bytes = range_bytes
+
+    def process(self, metadata) -> Iterator[FileRange]:
+        path, size = metadata.path, metadata.size_in_bytes
+        if CompressionTypes.detect_compression_type(path) != CompressionTypes.UNCOMPRESSED or size <= self.range_bytes:
+            yield FileRange(path, 0, -1)
+            return
+        for start in range(0, size, self.range_bytes):
+            yield FileRange(path, start, min(start + self.range_bytes, size))
+
+
+class _LineReader:
+    """Lines of one range, with their byte offsets; handles seeking and range ownership."""
+
+    def __init__(self, handle, start: int):
+        self.handle = handle
+        self.position = start
+
+    def lines(self) -> Iterator[tuple[int, bytes]]:
+        for raw in iter(self.handle.readline, b""):
+            offset = self.position
+            self.position += len(raw)
+            yield offset, raw
+
+
+def _previous_line_is_blank(handle, line_start: int) -> bool:
+    """Whether the line ending just before ``line_start`` (a line start > 0) is blank."""
+    window = min(line_start, 4096)
+    handle.seek(line_start - window)
+    before = handle.read(window)[:-1]  # drop the newline that ends the previous line
+    previous = before[before.rfind(b"\n") + 1 :]
+    return not previous.strip()
+
+
+class ReadDocuments(beam.DoFn):
+    """A byte range -> the documents whose first line starts in it. Dead letters go to the tagged output."""
+
+    DEAD = "dead_letters"
+
+    def __init__(self, input_format: str, max_line_bytes: int, count: bool = True):
+        self.input_format = input_format
+        self.max_line_bytes = max_line_bytes
+        self.count = count  # the second read (the negative pool) must not count documents twice
+        prefix = "" if count else "pool_"
+        self.documents = Metrics.counter(NAMESPACE, prefix + "documents")
+        self.empty = Metrics.counter(NAMESPACE, prefix + "empty_documents")
+        self.dead = Metrics.counter(NAMESPACE, prefix + "dead_letters")
+        self.invalid_utf8 = Metrics.counter(NAMESPACE, prefix + "invalid_utf8_lines")
+        self.too_long = Metrics.counter(NAMESPACE, prefix + "lines_too_long")
+        self.unreadable = Metrics.counter(NAMESPACE, prefix + "unreadable_files")
+
+    def process(self, file_range: FileRange):
+        try:
+            handle = FileSystems.open(file_range.path, compression_type=CompressionTypes.AUTO)
+        except Exception as err:  # noqa: BLE001 - any failure to open is reported, not fatal
+            self.unreadable.inc()
+            self.dead.inc()
+            yield beam.pvalue.TaggedOutput(self.DEAD, dead_letter(file_range.path, file_range.start, f"unreadable file: {err}"))
+            return
+        try:
+            with handle:
+                yield from self._read(handle, file_range)
+        except Exception as err:  # noqa: BLE001 - e.g. a corrupt gzip stream
+            self.unreadable.inc()
+            self.dead.inc()
+            yield beam.pvalue.TaggedOutput(self.DEAD, dead_letter(file_range.path, file_range.start, f"unreadable file: {err}"))
+
+    def _align(self, handle, start: int) -> int:
+        """Moves to the first line start >= ``start``; returns its offset."""
+        if start == 0:
+            return 0
+        handle.seek(start - 1)
+        skipped = handle.readline()
+        return start - 1 + len(skipped)
+
+    def _decode(self, path: str, offset: int, raw: bytes):
+        """-> (text or None, dead letter or None)."""
+        if len(raw) > self.max_line_bytes:
+            self.too_long.inc()
+            return None, dead_letter(path, offset, f"line longer than {self.max_line_bytes} bytes", raw[:200].decode("utf-8", "replace"))
+        text, invalid = decode_utf8(raw.rstrip(b"\r\n"))
+        if invalid:
+            self.invalid_utf8.inc()
+            return text, dead_letter(path, offset, f"{invalid} invalid UTF-8 sequence(s) replaced by U+FFFD", text)
+        return text, None
+
+    def _read(self, handle, file_range: FileRange):
+        path, end = file_range.path, file_range.end
+        start = self._align(handle, file_range.start)
+        if self.input_format == "jsonl":
+            yield from self._read_jsonl(handle, path, start, end)
+            return
+        # Google's format: is the first line here the start of a document?
+        at_document_start = True
+        if start > 0:
+            at_document_start = _previous_line_is_blank(handle, start)
+            handle.seek(start)
+        reader = _LineReader(handle, start)
+        lines: list[str] = []
+        first = -1
+        for offset, raw in reader.lines():
+            blank = not raw.strip()
+            if not at_document_start:
+                at_document_start = blank  # skip the tail of a document owned by the previous range
+                continue
+            if blank:
+                if lines:
+                    yield from self._emit(path, first, lines)
+                    lines, first = [], -1
+                if end != -1 and offset >= end:
+                    return
+                continue
+            if not lines:
+                if end != -1 and offset >= end:
+                    return
+                first = offset
+            text, letter = self._decode(path, offset, raw)
+            if letter is not None:
+                self.dead.inc()
+                yield beam.pvalue.TaggedOutput(self.DEAD, letter)
+            if text is not None and text.strip():
+                lines.append(" ".join(text.split()))
+        if lines:
+            yield from self._emit(path, first, lines)
+
+    def _read_jsonl(self, handle, path: str, start: int, end: int):
+        for offset, raw in _LineReader(handle, start).lines():
+            if end != -1 and offset >= end:
+                return
+            if not raw.strip():
+                continue
+            text, letter = self._decode(path, offset, raw)
+            if text is None:
+                self.dead.inc()
+                yield beam.pvalue.TaggedOutput(self.DEAD, letter)
+                continue
+            try:
+                record = json.loads(text)
+                body = record["text"]
+                if not isinstance(body, str):
+                    raise TypeError("the text field is not a string")
+            except (ValueError, KeyError, TypeError) as err:
+                self.dead.inc()
+                yield beam.pvalue.TaggedOutput(self.DEAD, dead_letter(path, offset, f"not a JSON object with a text field: {err}", text))
+                continue
+            if letter is not None:
+                self.dead.inc()
+                yield beam.pvalue.TaggedOutput(self.DEAD, letter)
+            yield from self._emit(path, offset, split_sentences(body))
+
+    def _emit(self, path: str, offset: int, lines: list[str]):
+        if not lines:
+            self.empty.inc()
+            self.dead.inc()
+            yield beam.pvalue.TaggedOutput(self.DEAD, dead_letter(path, offset, "empty document"))
+            return
+        self.documents.inc()
+        yield Document(document_key(path, offset), path, offset, tuple(lines))

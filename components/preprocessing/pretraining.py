@@ -1,0 +1,424 @@
+"""Beam pipeline: corpora -> masked-LM / next-sentence (or causal-LM) TFRecords in Google's schema.
+
+    files --ranges--> documents --batches--> token ids --> instances --> sharded TFRecords
+                  \\--> a fixed pool of documents (the K with the smallest hash) --> side input: negatives
+
+Cross-document negatives at scale without a global shuffle: "B from another document" is drawn from a pool
+of ``negative_pool_size`` documents chosen by hash (a bounded ``Top.Smallest`` combine, so memory does not
+grow with the corpus and the choice does not depend on workers). Every random choice for a document is
+seeded by (seed, dupe index, the document's file and byte offset), so the same inputs, parameters and seed
+give the same set of records for any number of workers.
+
+Outputs in ``output_dir``: ``pretraining-SSSSS-of-NNNNN.tfrecord[.gz]``, ``dead_letters.jsonl``,
+``statistics.json``, ``config.yaml`` and, written last, ``manifest.json`` (its presence means the output is
+whole).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob as globlib
+import json
+import logging
+import random
+import time
+from typing import Literal
+
+import apache_beam as beam
+from apache_beam.io import fileio as beam_fileio
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import MetricsFilter
+
+from components.preprocessing import instances as inst
+from components.preprocessing.beam_options import pipeline_options
+from components.preprocessing.corpus import NAMESPACE, Document, ReadDocuments, SplitIntoRanges, dead_letter
+from trainer import features, fileio
+from trainer.config import Config, option
+from trainer.text.factory import EncoderConfig, build_encoder
+
+LENGTH_BUCKET = 16
+SHARD_PREFIX = "pretraining"
+
+
+class PreprocessError(ValueError):
+    """The corpus cannot be turned into records (e.g. it is empty); the message says which input."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainingDataConfig(Config):
+    """Corpus -> pretraining TFRecords (Google's create_pretraining_data.py schema)."""
+
+    inputs: tuple[str, ...] = option((), "corpus files or globs (local or gs://), plain or compressed")
+    input_format: Literal["text", "jsonl"] = option("text", "text: a sentence a line, blank line between documents; jsonl: {'text': ...} a line")
+    output_dir: str = option("", "folder for the shards, manifest, statistics and dead letters")
+    encoder: EncoderConfig = option(EncoderConfig(), "the text encoder")
+    mode: Literal["pair", "single", "causal"] = option("pair", "pair: MLM + next sentence; single: MLM only; causal: GPT blocks")
+    max_seq_length: int = option(128, "tokens per instance")
+    max_predictions_per_seq: int = option(20, "masked positions per instance at most")
+    masked_lm_prob: float = option(0.15, "share of tokens to mask")
+    mask_rate: float = option(0.8, "of the chosen tokens, share replaced by [MASK]")
+    random_rate: float = option(0.1, "of the chosen tokens, share replaced by a random token (the rest are kept)")
+    whole_word_masking: bool = option(False, "mask all pieces of a word together")
+    short_seq_prob: float = option(0.1, "probability of a shorter target length")
+    dupe_factor: int = option(1, "passes over the corpus, each masked differently (Google's default is 10)")
+    seed: int = option(12345, "random seed")
+    negative_pool_size: int = option(4096, "documents in the pool that 'random next' segments come from")
+    num_shards: int = option(4, "output shards")
+    compression: Literal["none", "gzip"] = option("none", "TFRecord compression")
+    max_line_bytes: int = option(1_000_000, "longer lines become dead letters")
+    range_bytes: int = option(4 << 20, "files are read in ranges of about this many bytes")
+    runner: str = option("DirectRunner", "Beam runner (DirectRunner locally, DataflowRunner in the cloud)")
+    num_workers: int = option(2, "DirectRunner worker processes")
+    beam_args: tuple[str, ...] = option((), "extra Beam flags, e.g. --project=p,--region=r,--temp_location=gs://b/tmp")
+
+    def check(self) -> list[str]:
+        errors = []
+        if not self.inputs:
+            errors.append("inputs: at least one file or glob is required")
+        if not self.output_dir:
+            errors.append("output_dir: required")
+        if self.max_seq_length < 8:
+            errors.append(f"max_seq_length: must be >= 8, got {self.max_seq_length}")
+        if self.mode != "causal" and not 1 <= self.max_predictions_per_seq <= self.max_seq_length:
+            errors.append(f"max_predictions_per_seq: must be in [1, max_seq_length], got {self.max_predictions_per_seq}")
+        for name in ("masked_lm_prob", "mask_rate", "random_rate", "short_seq_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                errors.append(f"{name}: must be in [0, 1], got {getattr(self, name)}")
+        if self.mask_rate + self.random_rate > 1.0:
+            errors.append("random_rate: mask_rate + random_rate must be <= 1")
+        for name in ("dupe_factor", "num_shards", "negative_pool_size", "max_line_bytes", "range_bytes", "num_workers"):
+            if getattr(self, name) < 1:
+                errors.append(f"{name}: must be >= 1, got {getattr(self, name)}")
+        return errors
+
+
+def continuation_table(encoder) -> np.ndarray:
+    """Per vocabulary id: does this token continue the previous token's word? (whole-word masking)"""
+    kind = encoder.kind
+    if kind == "wordpiece":
+        test = lambda t: t.startswith("##")  # noqa: E731
+    elif kind == "sentencepiece":
+        test = lambda t: not t.startswith("\u2581")  # noqa: E731
+    elif kind == "gpt2_bpe":
+        test = lambda t: not t.startswith("\u0120")  # noqa: E731
+    else:
+        raise ValueError(f"whole_word_masking is not supported for {kind} encoders")
+    special = set(encoder.special.tokens())
+    return np.array([test(encoder.id_to_token(i)) and encoder.id_to_token(i) not in special for i in range(encoder.vocab_size)])
+
+
+def encode_lines(encoder, documents: list[Document]) -> list[list[list[int]]]:
+    """Token ids of every line of every document, with one in-graph tokenizer call."""
+    lines = [line for doc in documents for line in doc.lines]
+    if not lines:
+        return [[] for _ in documents]
+    ragged = encoder.encode_batch(lines, ragged=True)
+    values = ragged.flat_values.numpy().tolist()
+    splits = ragged.row_splits.numpy().tolist()
+    out, row = [], 0
+    for doc in documents:
+        out.append([values[splits[r] : splits[r + 1]] for r in range(row, row + len(doc.lines))])
+        row += len(doc.lines)
+    return out
+
+
+class EncodeDocuments(beam.DoFn):
+    """A batch of documents -> (document, segments) with one in-graph tokenizer call per batch."""
+
+    DEAD = "dead_letters"
+
+    def __init__(self, encoder_config: EncoderConfig):
+        self.encoder_config = encoder_config
+        self.tokens = Metrics.counter(NAMESPACE, "tokens")
+        self.empty_lines = Metrics.counter(NAMESPACE, "lines_without_tokens")
+        self.dead = Metrics.counter(NAMESPACE, "dead_letters")
+
+    def setup(self):
+        self.encoder = build_encoder(self.encoder_config)
+
+    def process(self, batch: list[Document]):
+        for doc, lines in zip(batch, encode_lines(self.encoder, batch)):
+            segments = []
+            for index, ids in enumerate(lines):
+                if ids:
+                    segments.append(ids)
+                    self.tokens.inc(len(ids))
+                else:
+                    self.empty_lines.inc()
+                    self.dead.inc()
+                    yield beam.pvalue.TaggedOutput(
+                        self.DEAD, dead_letter(doc.path, doc.offset, f"line {index + 1} of the document has no tokens", doc.lines[index])
+                    )
+            if segments:
+                yield doc, segments
+
+
+def _int_feature(values):
+    import tensorflow as tf  # noqa: PLC0415
+
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+
+
+def _float_feature(values):
+    import tensorflow as tf  # noqa: PLC0415
+
+    return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+
+
+def serialize_instance(instance: inst.Instance, max_seq_length: int, max_predictions: int, next_sentence: bool) -> bytes:
+    """Google's ``write_instance_to_example_files`` layout (zero padding, weights 1.0 on real predictions)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    pad = max_seq_length - len(instance.tokens)
+    pad_predictions = max_predictions - len(instance.masked_positions)
+    feature = {
+        features.INPUT_IDS: _int_feature(instance.tokens + [0] * pad),
+        features.INPUT_MASK: _int_feature([1] * len(instance.tokens) + [0] * pad),
+        features.SEGMENT_IDS: _int_feature(instance.segment_ids + [0] * pad),
+        features.MASKED_LM_POSITIONS: _int_feature(instance.masked_positions + [0] * pad_predictions),
+        features.MASKED_LM_IDS: _int_feature(instance.masked_ids + [0] * pad_predictions),
+        features.MASKED_LM_WEIGHTS: _float_feature([1.0] * len(instance.masked_ids) + [0.0] * pad_predictions),
+    }
+    if next_sentence:
+        feature[features.NEXT_SENTENCE_LABELS] = _int_feature([1 if instance.is_random_next else 0])
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
+
+
+def serialize_block(block: list[int], length: int) -> bytes:
+    import tensorflow as tf  # noqa: PLC0415
+
+    pad = length - len(block)
+    feature = {
+        features.INPUT_IDS: _int_feature(block + [0] * pad),
+        features.INPUT_MASK: _int_feature([1] * len(block) + [0] * pad),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
+
+
+class CreateInstances(beam.DoFn):
+    """(document, segments) -> serialized tf.train.Example records; negatives from the pool side input."""
+
+    def __init__(self, config: PretrainingDataConfig):
+        self.config = config
+        self.instances = Metrics.counter(NAMESPACE, "instances")
+        self.masked = Metrics.counter(NAMESPACE, "masked_tokens")
+        self.random_next = Metrics.counter(NAMESPACE, "nsp_random_next")
+        self.true_next = Metrics.counter(NAMESPACE, "nsp_true_next")
+        self.lengths = {}
+
+    def setup(self):
+        encoder = build_encoder(self.config.encoder)
+        special = encoder.special
+        self.start_id = special.id("start")
+        self.end_id = special.id("end")
+        self.pool_key = None
+        self.pool: list[tuple[str, list[list[int]]]] = []
+        self.encoder = encoder
+        if self.config.mode != "causal":
+            self.spec = inst.MaskingSpec(
+                max_predictions_per_seq=self.config.max_predictions_per_seq, masked_lm_prob=self.config.masked_lm_prob,
+                mask_rate=self.config.mask_rate, random_rate=self.config.random_rate,
+                whole_word_masking=self.config.whole_word_masking, vocab_size=encoder.vocab_size,
+                mask_id=special.id("mask"), special_ids=frozenset({self.start_id, self.end_id}),
+                continuation=continuation_table(encoder) if self.config.whole_word_masking else None,
+            )
+
+    def _length_counter(self, length: int):
+        bucket = (length - 1) // LENGTH_BUCKET * LENGTH_BUCKET
+        if bucket not in self.lengths:
+            self.lengths[bucket] = Metrics.counter(NAMESPACE, f"length_{bucket:05d}_{bucket + LENGTH_BUCKET - 1:05d}")
+        return self.lengths[bucket]
+
+    def _load_pool(self, pool: list[Document]):
+        key = (len(pool), pool[0].key if pool else "")
+        if key == self.pool_key:
+            return
+        self.pool = [
+            (doc.key, [ids for ids in lines if ids]) for doc, lines in zip(pool, encode_lines(self.encoder, pool))
+        ]
+        self.pool = [(key_, segments) for key_, segments in self.pool if segments]
+        self.pool_key = key
+
+    def process(self, element, pool):
+        doc, segments = element
+        config = self.config
+        if config.mode == "causal":
+            for dupe in range(config.dupe_factor):
+                for block in inst.causal_blocks(segments, config.max_seq_length + 1, self.end_id):
+                    self.instances.inc()
+                    self._length_counter(len(block)).inc()
+                    yield serialize_block(block, config.max_seq_length + 1)
+            return
+        self._load_pool(pool)
+
+        def random_document(rng: random.Random):
+            for _ in range(10):
+                if not self.pool:
+                    return None
+                key, other = self.pool[rng.randrange(len(self.pool))]
+                if key != doc.key:
+                    return other
+            return None
+
+        for dupe in range(config.dupe_factor):
+            rng = random.Random(f"{config.seed}:{dupe}:{doc.key}")
+            if config.mode == "pair":
+                made = inst.pair_instances(
+                    segments, random_document, config.max_seq_length, config.short_seq_prob,
+                    self.start_id, self.end_id, self.spec, rng,
+                )
+            else:
+                made = inst.single_instances(
+                    segments, config.max_seq_length, config.short_seq_prob, self.start_id, self.end_id, self.spec, rng
+                )
+            for instance in made:
+                self.instances.inc()
+                self.masked.inc(len(instance.masked_positions))
+                self._length_counter(len(instance.tokens)).inc()
+                if config.mode == "pair":
+                    (self.random_next if instance.is_random_next else self.true_next).inc()
+                yield serialize_instance(instance, config.max_seq_length, config.max_predictions_per_seq, config.mode == "pair")
+
+
+def _pool_score(doc: Document) -> str:
+    return doc.key
+
+
+def expand_inputs(inputs: tuple[str, ...]) -> list[str]:
+    """Checks the inputs before anything runs: each pattern must match at least one file."""
+    found = []
+    for pattern in inputs:
+        matches = [m.path for r in FileSystems.match([pattern]) for m in r.metadata_list]
+        if not matches:
+            raise PreprocessError(f"input {pattern!r} matches no file")
+        found.extend(matches)
+    return sorted(set(found))
+
+
+def build_pipeline(pipeline: beam.Pipeline, config: PretrainingDataConfig):
+    """Adds the transforms; returns nothing (outputs are files)."""
+    def read(label: str, count: bool):
+        reader = ReadDocuments(config.input_format, config.max_line_bytes, count=count)
+        return (
+            pipeline
+            | f"{label}Patterns" >> beam.Create(list(config.inputs))
+            | f"{label}Match" >> beam_fileio.MatchAll()
+            | f"{label}Ranges" >> beam.ParDo(SplitIntoRanges(config.range_bytes))
+            | f"{label}Distribute" >> beam.Reshuffle()
+            | f"{label}Read" >> beam.ParDo(reader).with_outputs(ReadDocuments.DEAD, main="documents")
+        )
+
+    corpus = read("Corpus", count=True)
+    pool = (
+        read("Pool", count=False).documents
+        | "PoolSample" >> beam.combiners.Top.Smallest(config.negative_pool_size, key=_pool_score)
+    ) if config.mode == "pair" else pipeline | "NoPool" >> beam.Create([[]])
+    encoded = (
+        corpus.documents
+        | "Batch" >> beam.BatchElements(min_batch_size=16, max_batch_size=256)
+        | "Encode" >> beam.ParDo(EncodeDocuments(config.encoder)).with_outputs(EncodeDocuments.DEAD, main="encoded")
+    )
+    suffix = ".tfrecord" + (".gz" if config.compression == "gzip" else "")
+    _ = (
+        encoded.encoded
+        | "Instances" >> beam.ParDo(CreateInstances(config), pool=beam.pvalue.AsSingleton(pool))
+        | "WriteRecords" >> beam.io.WriteToTFRecord(
+            fileio.join(config.output_dir, SHARD_PREFIX), file_name_suffix=suffix, num_shards=config.num_shards,
+            compression_type="gzip" if config.compression == "gzip" else "uncompressed",
+        )
+    )
+    _ = (
+        (corpus[ReadDocuments.DEAD], encoded[EncodeDocuments.DEAD])
+        | "DeadLetters" >> beam.Flatten()
+        | "WriteDeadLetters" >> beam.io.WriteToText(
+            fileio.join(config.output_dir, "dead_letters"), file_name_suffix=".jsonl", num_shards=1, shard_name_template=""
+        )
+    )
+
+
+def _counters(result) -> dict[str, int]:
+    query = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
+    totals: dict[str, int] = {}
+    for counter in query["counters"]:
+        totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + int(counter.committed or counter.attempted or 0)
+    return totals
+
+
+def _shard_counts(output_dir: str, compression: str) -> dict[str, int]:
+    import tensorflow as tf  # noqa: PLC0415
+
+    pattern = fileio.join(output_dir, f"{SHARD_PREFIX}-*")
+    shards = sorted(tf.io.gfile.glob(pattern)) if fileio.is_remote(output_dir) else sorted(globlib.glob(pattern))
+    counts = {}
+    for shard in shards:
+        dataset = tf.data.TFRecordDataset(shard, compression_type="GZIP" if compression == "gzip" else "")
+        counts[shard.rsplit("/", 1)[-1]] = int(dataset.reduce(np.int64(0), lambda n, _: n + 1).numpy())
+    return counts
+
+
+def run(config: PretrainingDataConfig) -> dict:
+    """Runs the pipeline; returns the manifest. Raises PreprocessError for an empty corpus."""
+    config.validate()
+    encoder = build_encoder(config.encoder)  # fail fast on a bad vocabulary, before any worker starts
+    if config.whole_word_masking:
+        continuation_table(encoder)
+    files = expand_inputs(config.inputs)
+    fileio.makedirs(config.output_dir)
+    manifest_path = fileio.join(config.output_dir, features.MANIFEST_FILE)
+    if fileio.exists(manifest_path):
+        FileSystems.delete([manifest_path])  # the old manifest must not vouch for a new, unfinished output
+    started = time.time()
+    options = pipeline_options(config.runner, config.num_workers, config.beam_args)
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(pipeline, config)
+    result = pipeline.run()
+    result.wait_until_finish()
+    counters = _counters(result)
+    shards = _shard_counts(config.output_dir, config.compression)
+    total = sum(shards.values())
+    if total == 0:
+        for name in shards:
+            FileSystems.delete([fileio.join(config.output_dir, name)])
+        raise PreprocessError(
+            f"no instances: the corpus {list(config.inputs)} has no usable document "
+            f"({counters.get('documents', 0)} documents, {counters.get('dead_letters', 0)} dead letters; "
+            f"see {fileio.join(config.output_dir, 'dead_letters.jsonl')})"
+        )
+    lengths = {k[len("length_"):]: v for k, v in sorted(counters.items()) if k.startswith("length_")}
+    statistics = {
+        "instances": total, "documents": counters.get("documents", 0), "tokens": counters.get("tokens", 0),
+        "masked_tokens": counters.get("masked_tokens", 0),
+        "next_sentence": {"true_next": counters.get("nsp_true_next", 0), "random_next": counters.get("nsp_random_next", 0)},
+        "sequence_length_histogram": lengths,
+        "dead_letters": counters.get("dead_letters", 0),
+    }
+    fileio.atomic_write_text(fileio.join(config.output_dir, features.STATISTICS_FILE), json.dumps(statistics, indent=2))
+    config.save(fileio.join(config.output_dir, "config.yaml"))
+    manifest = {
+        "format": "google_create_pretraining_data" if config.mode != "causal" else "causal_lm_blocks",
+        "mode": config.mode,
+        "shards": shards,
+        "records": total,
+        "compression": config.compression,
+        "max_seq_length": config.max_seq_length,
+        "max_predictions_per_seq": config.max_predictions_per_seq,
+        "seed": config.seed,
+        "encoder": {"kind": encoder.kind, "fingerprint": encoder.fingerprint, "vocab_size": encoder.vocab_size},
+        "inputs": files,
+        "parameters": config.to_dict(),
+        "counts": {
+            "documents": counters.get("documents", 0),
+            "empty_documents": counters.get("empty_documents", 0),
+            "dead_letters": counters.get("dead_letters", 0),
+            "invalid_utf8_lines": counters.get("invalid_utf8_lines", 0),
+            "lines_too_long": counters.get("lines_too_long", 0),
+            "lines_without_tokens": counters.get("lines_without_tokens", 0),
+            "unreadable_files": counters.get("unreadable_files", 0),
+        },
+        "wall_seconds": round(time.time() - started, 2),
+    }
+    fileio.atomic_write_text(manifest_path, json.dumps(manifest, indent=2))
+    logging.info("wrote %d records to %s", total, config.output_dir)
+    return manifest
