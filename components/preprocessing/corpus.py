@@ -103,14 +103,16 @@ def _previous_line_is_blank(handle, line_start: int) -> bool:
 
 
 class ReadDocuments(beam.DoFn):
-    """A byte range -> the documents whose first line starts in it. Dead letters go to the tagged output."""
+    """A byte range -> the documents whose first line starts in it, in lists of up to ``batch_size`` (so the
+    tokenizer sees large batches). Dead letters go to the tagged output."""
 
     DEAD = "dead_letters"
 
-    def __init__(self, input_format: str, max_line_bytes: int, count: bool = True):
+    def __init__(self, input_format: str, max_line_bytes: int, count: bool = True, batch_size: int = 256):
         self.input_format = input_format
         self.max_line_bytes = max_line_bytes
         self.count = count  # the second read (the negative pool) must not count documents twice
+        self.batch_size = batch_size
         prefix = "" if count else "pool_"
         self.documents = Metrics.counter(NAMESPACE, prefix + "documents")
         self.empty = Metrics.counter(NAMESPACE, prefix + "empty_documents")
@@ -120,6 +122,19 @@ class ReadDocuments(beam.DoFn):
         self.unreadable = Metrics.counter(NAMESPACE, prefix + "unreadable_files")
 
     def process(self, file_range: FileRange):
+        batch: list[Document] = []
+        for item in self._documents(file_range):
+            if isinstance(item, Document):
+                batch.append(item)
+                if len(batch) >= self.batch_size:
+                    yield batch
+                    batch = []
+            else:
+                yield item
+        if batch:
+            yield batch
+
+    def _documents(self, file_range: FileRange):
         try:
             handle = FileSystems.open(file_range.path, compression_type=CompressionTypes.AUTO)
         except Exception as err:  # noqa: BLE001 - any failure to open is reported, not fatal

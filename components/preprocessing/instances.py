@@ -55,19 +55,22 @@ def truncate_pair(tokens_a: list[int], tokens_b: list[int], max_tokens: int, rng
 
 def mask_tokens(tokens: list[int], spec: MaskingSpec, rng: random.Random) -> tuple[list[int], list[int], list[int]]:
     """-> (masked tokens, sorted positions, original ids at those positions)."""
-    candidates: list[list[int]] = []
-    for i, token in enumerate(tokens):
-        if token in spec.special_ids:
-            continue
-        if (
-            spec.whole_word_masking and candidates and spec.continuation is not None
-            and spec.continuation[token] and candidates[-1][-1] == i - 1
-        ):
-            candidates[-1].append(i)
-        else:
-            candidates.append([i])
-    rng.shuffle(candidates)
     budget = min(spec.max_predictions_per_seq, max(1, int(round(len(tokens) * spec.masked_lm_prob))))
+    special = spec.special_ids
+    if spec.whole_word_masking and spec.continuation is not None:
+        candidates: list[list[int]] = []
+        for i, token in enumerate(tokens):
+            if token in special:
+                continue
+            if candidates and spec.continuation[token] and candidates[-1][-1] == i - 1:
+                candidates[-1].append(i)
+            else:
+                candidates.append([i])
+        rng.shuffle(candidates)
+    else:
+        # Single-token candidates: the first `budget` of a shuffle are a sample of that size.
+        singles = [i for i, token in enumerate(tokens) if token not in special]
+        candidates = [[i] for i in rng.sample(singles, min(budget, len(singles)))]
     output = list(tokens)
     chosen: list[int] = []
     for group in candidates:

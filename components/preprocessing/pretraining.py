@@ -36,7 +36,7 @@ from components.preprocessing.beam_options import pipeline_options
 from components.preprocessing.corpus import NAMESPACE, Document, ReadDocuments, SplitIntoRanges, dead_letter
 from trainer import features, fileio
 from trainer.config import Config, option
-from trainer.text.factory import EncoderConfig, build_encoder
+from trainer.text.factory import EncoderConfig, build_encoder, shared_encoder
 
 LENGTH_BUCKET = 16
 SHARD_PREFIX = "pretraining"
@@ -70,7 +70,7 @@ class PretrainingDataConfig(Config):
     max_line_bytes: int = option(1_000_000, "longer lines become dead letters")
     range_bytes: int = option(4 << 20, "files are read in ranges of about this many bytes")
     runner: str = option("DirectRunner", "Beam runner (DirectRunner locally, DataflowRunner in the cloud)")
-    num_workers: int = option(2, "DirectRunner worker processes")
+    num_workers: int = option(1, "DirectRunner worker processes (>1: multi_processing; on 2 cores one in-memory worker is faster)")
     beam_args: tuple[str, ...] = option((), "extra Beam flags, e.g. --project=p,--region=r,--temp_location=gs://b/tmp")
 
     def check(self) -> list[str]:
@@ -136,7 +136,7 @@ class EncodeDocuments(beam.DoFn):
         self.dead = Metrics.counter(NAMESPACE, "dead_letters")
 
     def setup(self):
-        self.encoder = build_encoder(self.encoder_config)
+        self.encoder = shared_encoder(self.encoder_config)
 
     def process(self, batch: list[Document]):
         for doc, lines in zip(batch, encode_lines(self.encoder, batch)):
@@ -156,15 +156,17 @@ class EncodeDocuments(beam.DoFn):
 
 
 def _int_feature(values):
-    import tensorflow as tf  # noqa: PLC0415
-
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+    return _tf().train.Feature(int64_list=_tf().train.Int64List(value=values))
 
 
 def _float_feature(values):
-    import tensorflow as tf  # noqa: PLC0415
+    return _tf().train.Feature(float_list=_tf().train.FloatList(value=values))
 
-    return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+
+def _tf():
+    import tensorflow as tf  # noqa: PLC0415 - workers import TensorFlow once, on first use
+
+    return tf
 
 
 def serialize_instance(instance: inst.Instance, max_seq_length: int, max_predictions: int, next_sentence: bool) -> bytes:
@@ -209,7 +211,7 @@ class CreateInstances(beam.DoFn):
         self.lengths = {}
 
     def setup(self):
-        encoder = build_encoder(self.config.encoder)
+        encoder = shared_encoder(self.config.encoder)
         special = encoder.special
         self.start_id = special.id("start")
         self.end_id = special.id("end")
@@ -313,11 +315,11 @@ def build_pipeline(pipeline: beam.Pipeline, config: PretrainingDataConfig):
     corpus = read("Corpus", count=True)
     pool = (
         read("Pool", count=False).documents
+        | "PoolDocuments" >> beam.FlatMap(lambda batch: batch)
         | "PoolSample" >> beam.combiners.Top.Smallest(config.negative_pool_size, key=_pool_score)
     ) if config.mode == "pair" else pipeline | "NoPool" >> beam.Create([[]])
     encoded = (
         corpus.documents
-        | "Batch" >> beam.BatchElements(min_batch_size=16, max_batch_size=256)
         | "Encode" >> beam.ParDo(EncodeDocuments(config.encoder)).with_outputs(EncodeDocuments.DEAD, main="encoded")
     )
     suffix = ".tfrecord" + (".gz" if config.compression == "gzip" else "")

@@ -153,7 +153,7 @@ class TextEncoder(abc.ABC):
             return []
         import tensorflow as tf  # noqa: PLC0415 - only batch users pay for the import
 
-        result = self.tf_tokenizer()(tf.constant(list(texts), dtype=tf.string))
+        result = self.tf_tokenizer().tokenize(tf.constant(list(texts), dtype=tf.string))
         if ragged:
             return result
         values, splits = result.flat_values.numpy().tolist(), result.row_splits.numpy().tolist()

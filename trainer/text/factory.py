@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from typing import Literal
 
@@ -54,6 +55,13 @@ def build_encoder(config: EncoderConfig) -> TextEncoder:
         return SentencePieceEncoder.from_file(config.vocab_file)
     cls = GPT2Encoder if config.kind == "gpt2_bpe" else GPT1Encoder
     return cls.from_files(config.vocab_file, config.merges_file, split_special_tokens=config.split_special_tokens)
+
+
+@functools.lru_cache(maxsize=8)
+def shared_encoder(config: EncoderConfig) -> TextEncoder:
+    """One encoder per config and process: Beam DoFns of a worker share its vocabulary and in-graph tokenizer
+    instead of building them once per DoFn instance."""
+    return build_encoder(config)
 
 
 def load_encoder(directory: str) -> TextEncoder:

@@ -1,7 +1,9 @@
 """In-graph tokenizers (TensorFlow + tensorflow-text ops only), for ``tf.data`` and SavedModels.
 
-Each is a ``tf.Module`` whose ``__call__`` takes a string tensor [batch] and returns int32 ids, ragged
-[batch, None]. They are built by the encoders (``encoder.tf_tokenizer()``), which own the settings.
+Each is a ``tf.Module`` whose ``__call__`` (a ``tf.function``) takes a string tensor [batch] and returns int32
+ids, ragged [batch, None]; ``tokenize`` runs the same ops eagerly, which Python callers of
+``encoder.encode_batch`` use to skip the seconds of tracing. They are built by the encoders
+(``encoder.tf_tokenizer()``), which own the settings.
 """
 
 from __future__ import annotations
@@ -105,6 +107,10 @@ class WordPieceGraph(tf.Module):
 
     @tf.function(input_signature=[_STRINGS])
     def __call__(self, texts):
+        return self.tokenize(texts)
+
+    def tokenize(self, texts):
+        """The same ops, run eagerly when called outside a graph (no tracing cost)."""
         is_ascii = tf.strings.regex_full_match(texts, self._ASCII_ROW)
         ids = tf.cond(
             tf.reduce_all(is_ascii), lambda: self._ascii_route(texts), lambda: self._mixed(texts, is_ascii)
@@ -121,6 +127,9 @@ class SentencePieceGraph(tf.Module):
 
     @tf.function(input_signature=[_STRINGS])
     def __call__(self, texts):
+        return self.tokenize(texts)
+
+    def tokenize(self, texts):
         return self._sp.tokenize(texts)
 
 
@@ -272,6 +281,9 @@ class BPEGraph(tf.Module):
 
     @tf.function(input_signature=[_STRINGS])
     def __call__(self, texts):
+        return self.tokenize(texts)
+
+    def tokenize(self, texts):
         texts = tf.strings.unicode_transcode(texts, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD)
         if self._clean_before_specials:
             texts = clean_bert_text(texts)
