@@ -73,7 +73,11 @@ def step_configs():
     from trainer.model.config import HeadConfig, TransformerConfig  # noqa: PLC0415
     from trainer.text.factory import EncoderConfig, SentencePieceTrainConfig  # noqa: PLC0415
 
-    return [EncoderConfig, SentencePieceTrainConfig, TransformerConfig, HeadConfig, ConvertConfig]
+    from components.preprocessing.steps import STEPS  # noqa: PLC0415
+
+    return [EncoderConfig, SentencePieceTrainConfig, TransformerConfig, HeadConfig, ConvertConfig] + [
+        config for config, _, _ in STEPS.values()
+    ]
 
 
 def configuration_reference() -> str:
@@ -105,6 +109,7 @@ def _config_docs(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from components.preprocessing.steps import add_step_parsers, run_step  # noqa: PLC0415
     from trainer.checkpoints.convert import ConvertConfig  # noqa: PLC0415
     from trainer.text.factory import EncoderConfig, SentencePieceTrainConfig  # noqa: PLC0415
 
@@ -136,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(convert, ConvertConfig)
     convert.set_defaults(run=_convert)
 
+    preprocess = commands.add_parser("preprocess", help="Beam preprocessing: vocabulary, pretraining and fine-tuning records")
+    add_step_parsers(preprocess.add_subparsers(dest="step", required=True))
+    preprocess.set_defaults(run=run_step)
+
     docs = commands.add_parser("config-docs", help="print (or write) the reference of every step's config fields")
     docs.add_argument("--output", help="write to this file instead of printing")
     docs.set_defaults(run=_config_docs)
@@ -147,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ConfigError, EncoderError, CheckpointError) as err:
+    except (ConfigError, EncoderError, CheckpointError, ValueError) as err:
         print(f"bertkeras: error: {err}", file=sys.stderr)
         return 2
 

@@ -348,10 +348,11 @@ def _counters(result) -> dict[str, int]:
     return totals
 
 
-def _shard_counts(output_dir: str, compression: str) -> dict[str, int]:
+def _shard_counts(output_dir: str, compression: str, prefix: str = SHARD_PREFIX) -> dict[str, int]:
+    """Records per shard, counted by reading the shards back."""
     import tensorflow as tf  # noqa: PLC0415
 
-    pattern = fileio.join(output_dir, f"{SHARD_PREFIX}-*")
+    pattern = fileio.join(output_dir, f"{prefix}-*-of-*")
     shards = sorted(tf.io.gfile.glob(pattern)) if fileio.is_remote(output_dir) else sorted(globlib.glob(pattern))
     counts = {}
     for shard in shards:

@@ -1,0 +1,5 @@
+import sys
+
+from components.preprocessing.steps import main
+
+sys.exit(main())

@@ -1,0 +1,309 @@
+"""Beam pipeline: labelled data -> fine-tuning TFRecords for one sentence-level or token-level task.
+
+Sentence level (TSV/CSV with a header row, or JSONL): ``text``, optional ``text_b`` and ``label`` fields ->
+``input_ids``, ``input_mask``, ``segment_ids``, ``<task>_labels`` [1], ``<task>_weights`` [1] and
+``<task>_index`` [1], the extraction index: the position whose vector the head reads (0, the start token,
+for BERT; the last real position, GPT-1's classify token, with ``extraction_index=last``).
+Token level (CoNLL: a token and its tag per line, tag last, a blank line between sentences; ``-DOCSTART-``
+lines skipped): ``<task>_labels`` and ``<task>_weights`` over the sequence, the word's tag on its first
+sub-word with weight 1, 0 elsewhere. Label vocabularies are the sorted distinct labels (or a given file) and
+are written beside the records as ``<task>_labels.txt``. See :mod:`trainer.features` for the schema.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import time
+from typing import Literal
+
+import apache_beam as beam
+from apache_beam.io import fileio as beam_fileio
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from components.preprocessing.beam_options import pipeline_options
+from components.preprocessing.corpus import NAMESPACE, FileRange, ReadDocuments, dead_letter
+from components.preprocessing.pretraining import (
+    PreprocessError,
+    _counters,
+    _float_feature,
+    _int_feature,
+    _shard_counts,
+    _tf,
+    expand_inputs,
+)
+from trainer import features, fileio
+from trainer.config import Config, option
+from trainer.text.factory import EncoderConfig, build_encoder, shared_encoder
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuningDataConfig(Config):
+    """Labelled examples -> fine-tuning TFRecords for one task."""
+
+    task: str = option("", "task name: feature prefix and label file name")
+    level: Literal["sentence", "token"] = option("sentence", "sentence: one label per example; token: a tag per word")
+    inputs: tuple[str, ...] = option((), "files or globs")
+    input_format: Literal["tsv", "csv", "jsonl", "conll"] = option("tsv", "tsv/csv (header row), jsonl; conll for token level")
+    text_field: str = option("text", "column/key of the text")
+    text_b_field: str = option("", "column/key of the second segment (optional)")
+    label_field: str = option("label", "column/key of the label")
+    label_vocabulary: str = option("", "file of labels, one a line (default: the sorted distinct labels of the data)")
+    extraction_index: Literal["first", "last"] = option("first", "sentence tasks: position the head reads (first = [CLS])")
+    output_dir: str = option("", "output folder")
+    encoder: EncoderConfig = option(EncoderConfig(), "the text encoder")
+    max_seq_length: int = option(128, "tokens per example (longer inputs are truncated and counted)")
+    num_shards: int = option(1, "output shards")
+    runner: str = option("DirectRunner", "Beam runner")
+    num_workers: int = option(1, "DirectRunner worker processes")
+    beam_args: tuple[str, ...] = option((), "extra Beam flags")
+
+    def check(self) -> list[str]:
+        errors = []
+        if not self.task or not self.task.isidentifier():
+            errors.append(f"task: must be a name like 'topic' (letters, digits, _), got {self.task!r}")
+        if not self.inputs:
+            errors.append("inputs: at least one file is required")
+        if not self.output_dir:
+            errors.append("output_dir: required")
+        if self.level == "token" and self.input_format != "conll":
+            errors.append("input_format: token-level tasks read CoNLL files (input_format=conll)")
+        if self.level == "sentence" and self.input_format == "conll":
+            errors.append("input_format: conll is for token-level tasks")
+        if self.max_seq_length < 4:
+            errors.append(f"max_seq_length: must be >= 4, got {self.max_seq_length}")
+        return errors
+
+
+class ReadExamples(beam.DoFn):
+    """A file -> (text, text_b, label) rows; rows missing a field become dead letters."""
+
+    DEAD = "dead_letters"
+
+    def __init__(self, config: FinetuningDataConfig):
+        self.config = config
+        self.dead = Metrics.counter(NAMESPACE, "dead_letters")
+
+    def process(self, metadata):
+        config, path = self.config, metadata.path
+        try:
+            with FileSystems.open(path) as handle:
+                text = handle.read().decode("utf-8", errors="replace")
+        except Exception as err:  # noqa: BLE001
+            self.dead.inc()
+            yield beam.pvalue.TaggedOutput(self.DEAD, dead_letter(path, 0, f"unreadable file: {err}"))
+            return
+        if config.input_format == "jsonl":
+            rows = []
+            for number, line in enumerate(text.splitlines(), start=1):
+                if line.strip():
+                    try:
+                        rows.append((number, json.loads(line)))
+                    except ValueError as err:
+                        self.dead.inc()
+                        yield beam.pvalue.TaggedOutput(self.DEAD, dead_letter(path, number, f"line {number}: not JSON: {err}", line))
+        else:
+            reader = csv.DictReader(io.StringIO(text), delimiter="\t" if config.input_format == "tsv" else ",")
+            rows = [(number + 2, row) for number, row in enumerate(reader)]  # line numbers: header is line 1
+        for number, row in rows:
+            try:
+                values = [row[config.text_field], row[config.label_field]] + ([row[config.text_b_field]] if config.text_b_field else [])
+                if any(v is None or str(v) == "" for v in values):
+                    raise KeyError("empty")
+                example = (str(values[0]), str(values[2]) if config.text_b_field else "", str(values[1]))
+            except (KeyError, TypeError):
+                self.dead.inc()
+                yield beam.pvalue.TaggedOutput(
+                    self.DEAD, dead_letter(path, number, f"line {number}: missing field {config.text_field!r}/{config.label_field!r}", str(row))
+                )
+                continue
+            yield example
+
+
+class EncodeExamples(beam.DoFn):
+    """Examples -> serialized tf.train.Example records, with the label vocabulary as a side input."""
+
+    DEAD = "dead_letters"
+
+    def __init__(self, config: FinetuningDataConfig):
+        self.config = config
+        self.examples = Metrics.counter(NAMESPACE, "examples")
+        self.truncated = Metrics.counter(NAMESPACE, "truncated_examples")
+        self.dead = Metrics.counter(NAMESPACE, "dead_letters")
+
+    def setup(self):
+        self.encoder = shared_encoder(self.config.encoder)
+        self.start = self.encoder.special.id("start")
+        self.end = self.encoder.special.id("end")
+
+    def _example(self, ids, segments, labels, weights, index=None) -> bytes:
+        tf = _tf()
+        config, task = self.config, self.config.task
+        pad = config.max_seq_length - len(ids)
+        feature = {
+            features.INPUT_IDS: _int_feature(ids + [0] * pad),
+            features.INPUT_MASK: _int_feature([1] * len(ids) + [0] * pad),
+            features.SEGMENT_IDS: _int_feature(segments + [0] * pad),
+            features.task_labels(task): _int_feature(labels),
+            features.task_weights(task): _float_feature(weights),
+        }
+        if index is not None:
+            feature[features.task_index(task)] = _int_feature([index])
+        return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
+
+    def process(self, batch, labels):
+        label_ids = {label: i for i, label in enumerate(labels)}
+        if self.config.level == "sentence":
+            yield from self._sentences(batch, label_ids)
+        else:
+            yield from self._tokens(batch, label_ids)
+
+    def _sentences(self, batch, label_ids):
+        texts = [t for text, text_b, _ in batch for t in (text, text_b)]
+        encoded = self.encoder.encode_batch(texts)
+        room = self.config.max_seq_length
+        for n, (text, text_b, label) in enumerate(batch):
+            if label not in label_ids:
+                self.dead.inc()
+                yield beam.pvalue.TaggedOutput(self.DEAD, dead_letter("", 0, f"label {label!r} is not in the label vocabulary", text))
+                continue
+            a, b = list(encoded[2 * n]), list(encoded[2 * n + 1])
+            budget = room - (3 if text_b else 2)
+            if len(a) + len(b) > budget:
+                self.truncated.inc()
+                while len(a) + len(b) > budget:
+                    (a if len(a) >= len(b) else b).pop()
+            ids = [self.start, *a, self.end] + ([*b, self.end] if text_b else [])
+            segments = [0] * (len(a) + 2) + ([1] * (len(b) + 1) if text_b else [])
+            index = 0 if self.config.extraction_index == "first" else len(ids) - 1
+            self.examples.inc()
+            yield self._example(ids, segments, [label_ids[label]], [1.0], index)
+
+    def _tokens(self, batch, label_ids):
+        words = [w for sentence in batch for w, _ in sentence]
+        pieces = self.encoder.encode_batch(words) if words else []
+        position = 0
+        limit = self.config.max_seq_length - 1
+        for sentence in batch:
+            sentence_pieces = pieces[position : position + len(sentence)]
+            position += len(sentence)
+            unknown = [tag for _, tag in sentence if tag not in label_ids]
+            if unknown:
+                self.dead.inc()
+                yield beam.pvalue.TaggedOutput(self.DEAD, dead_letter("", 0, f"tag {unknown[0]!r} is not in the label vocabulary", " ".join(w for w, _ in sentence)))
+                continue
+            ids, labels, weights = [self.start], [0], [0.0]
+            for (_, tag), word_ids in zip(sentence, sentence_pieces):
+                if not word_ids:
+                    continue
+                if len(ids) + len(word_ids) > limit:
+                    self.truncated.inc()  # the words that do not fit are dropped
+                    break
+                ids.extend(word_ids)
+                labels.extend([label_ids[tag]] + [0] * (len(word_ids) - 1))
+                weights.extend([1.0] + [0.0] * (len(word_ids) - 1))
+            ids.append(self.end)
+            labels.append(0)
+            weights.append(0.0)
+            pad = self.config.max_seq_length - len(ids)
+            self.examples.inc()
+            yield self._example(ids, [0] * len(ids), labels + [0] * pad, weights + [0.0] * pad)
+
+
+def _conll_sentences(batch):
+    """Documents of 'token ... tag' lines -> [(word, tag)] sentences."""
+    out = []
+    for doc in batch:
+        sentence = []
+        for line in doc.lines:
+            parts = line.split()
+            if parts[0] == "-DOCSTART-" or len(parts) < 2:
+                continue
+            sentence.append((parts[0], parts[-1]))
+        if sentence:
+            out.append(sentence)
+    return out
+
+
+def build_pipeline(pipeline: beam.Pipeline, config: FinetuningDataConfig):
+    files = pipeline | "Patterns" >> beam.Create(list(config.inputs)) | "Match" >> beam_fileio.MatchAll()
+    if config.level == "token":
+        read = (
+            files
+            | "Ranges" >> beam.Map(lambda m: FileRange(m.path, 0, -1))
+            | "Read" >> beam.ParDo(ReadDocuments("text", 1_000_000)).with_outputs(ReadDocuments.DEAD, main="batches")
+        )
+        examples_batches = read.batches | "Sentences" >> beam.Map(_conll_sentences)
+        dead_read = read[ReadDocuments.DEAD]
+        labels_of = lambda batch: [tag for sentence in batch for _, tag in sentence]  # noqa: E731
+    else:
+        read = files | "Read" >> beam.ParDo(ReadExamples(config)).with_outputs(ReadExamples.DEAD, main="examples")
+        examples_batches = read.examples | "Batch" >> beam.BatchElements(min_batch_size=256, max_batch_size=1024)
+        dead_read = read[ReadExamples.DEAD]
+        labels_of = lambda batch: [label for _, _, label in batch]  # noqa: E731
+    if config.label_vocabulary:
+        labels = pipeline | "LabelFile" >> beam.Create([_read_label_file(config.label_vocabulary)])
+    else:
+        labels = (
+            examples_batches
+            | "Labels" >> beam.FlatMap(labels_of)
+            | "Distinct" >> beam.Distinct()
+            | "Sorted" >> beam.combiners.ToList()
+            | "Sort" >> beam.Map(sorted)
+        )
+    encoded = examples_batches | "Encode" >> beam.ParDo(EncodeExamples(config), labels=beam.pvalue.AsSingleton(labels)).with_outputs(
+        EncodeExamples.DEAD, main="records"
+    )
+    _ = encoded.records | "Write" >> beam.io.WriteToTFRecord(
+        fileio.join(config.output_dir, config.task), file_name_suffix=".tfrecord", num_shards=config.num_shards
+    )
+    _ = labels | "LabelText" >> beam.Map("\n".join) | "WriteLabels" >> beam.io.WriteToText(
+        fileio.join(config.output_dir, config.task + features.LABELS_FILE_SUFFIX), num_shards=1, shard_name_template=""
+    )
+    _ = (dead_read, encoded[EncodeExamples.DEAD]) | "Dead" >> beam.Flatten() | "WriteDead" >> beam.io.WriteToText(
+        fileio.join(config.output_dir, "dead_letters"), file_name_suffix=".jsonl", num_shards=1, shard_name_template=""
+    )
+
+
+def _read_label_file(path: str) -> list[str]:
+    if not fileio.exists(path):
+        raise PreprocessError(f"{path}: label vocabulary not found")
+    labels = [line.strip() for line in fileio.read_text(path).splitlines() if line.strip()]
+    if len(set(labels)) != len(labels) or not labels:
+        raise PreprocessError(f"{path}: labels must be distinct and at least one")
+    return labels
+
+
+def run(config: FinetuningDataConfig) -> dict:
+    config.validate()
+    encoder = build_encoder(config.encoder)
+    files = expand_inputs(config.inputs)
+    fileio.makedirs(config.output_dir)
+    manifest_path = fileio.join(config.output_dir, features.MANIFEST_FILE)
+    if fileio.exists(manifest_path):
+        FileSystems.delete([manifest_path])
+    started = time.time()
+    pipeline = beam.Pipeline(options=pipeline_options(config.runner, config.num_workers, config.beam_args))
+    build_pipeline(pipeline, config)
+    result = pipeline.run()
+    result.wait_until_finish()
+    counters = _counters(result)
+    shards = _shard_counts(config.output_dir, "none", prefix=config.task)
+    total = sum(shards.values())
+    if total == 0:
+        raise PreprocessError(f"no examples in {list(config.inputs)}; see {fileio.join(config.output_dir, 'dead_letters.jsonl')}")
+    labels = fileio.read_text(fileio.join(config.output_dir, config.task + features.LABELS_FILE_SUFFIX)).splitlines()
+    config.save(fileio.join(config.output_dir, "config.yaml"))
+    manifest = {
+        "format": "bertkeras_finetuning", "task": config.task, "level": config.level, "shards": shards,
+        "records": total, "max_seq_length": config.max_seq_length, "labels": labels,
+        "encoder": {"kind": encoder.kind, "fingerprint": encoder.fingerprint, "vocab_size": encoder.vocab_size},
+        "inputs": files, "parameters": config.to_dict(),
+        "counts": {k: counters.get(k, 0) for k in ("examples", "truncated_examples", "dead_letters")},
+        "wall_seconds": round(time.time() - started, 2),
+    }
+    fileio.atomic_write_text(manifest_path, json.dumps(manifest, indent=2))
+    return manifest
