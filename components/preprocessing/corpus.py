@@ -50,7 +50,7 @@ class FileRange:
 
 @dataclasses.dataclass(frozen=True)
 class Document:
-    key: str  # stable identity: file and byte offset; seeds the document's random choices
+    key: str  # stable identity: file name and byte offset; seeds the document's random choices
     path: str
     offset: int
     lines: tuple[str, ...]
@@ -61,7 +61,9 @@ def dead_letter(path: str, offset: int, reason: str, sample: str = "") -> str:
 
 
 def document_key(path: str, offset: int) -> str:
-    return hashlib.sha1(f"{path}\0{offset}".encode()).hexdigest()
+    """File name (not folder: the same corpus copied elsewhere keeps its keys) and byte offset, hashed."""
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    return hashlib.sha1(f"{name}\0{offset}".encode()).hexdigest()
 
 
 class SplitIntoRanges(beam.DoFn):

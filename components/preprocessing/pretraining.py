@@ -1,15 +1,16 @@
 """Beam pipeline: corpora -> masked-LM / next-sentence (or causal-LM) TFRecords in Google's schema.
 
-    files --ranges--> documents --batches--> token ids --> instances --> sharded TFRecords
-                  \\--> a fixed pool of documents (the K with the smallest hash) --> side input: negatives
+    pass 1 (pair mode): files --ranges--> documents --> the K documents with the smallest key hash --> pool file
+    pass 2:             files --ranges--> document batches --> token ids --> instances --> sharded TFRecords
 
 Cross-document negatives at scale without a global shuffle: "B from another document" is drawn from a pool
 of ``negative_pool_size`` documents chosen by hash (a bounded ``Top.Smallest`` combine, so memory does not
-grow with the corpus and the choice does not depend on workers). Every random choice for a document is
+grow with the corpus and the choice does not depend on workers), which every worker of pass 2 loads. Every random choice for a document is
 seeded by (seed, dupe index, the document's file and byte offset), so the same inputs, parameters and seed
 give the same set of records for any number of workers.
 
 Outputs in ``output_dir``: ``pretraining-SSSSS-of-NNNNN.tfrecord[.gz]``, ``dead_letters.jsonl``,
+``negative_pool.jsonl`` (pair mode),
 ``statistics.json``, ``config.yaml`` and, written last, ``manifest.json`` (its presence means the output is
 whole).
 """
@@ -40,6 +41,7 @@ from trainer.text.factory import EncoderConfig, build_encoder, shared_encoder
 
 LENGTH_BUCKET = 16
 SHARD_PREFIX = "pretraining"
+POOL_FILE = "negative_pool.jsonl"
 
 
 class PreprocessError(ValueError):
@@ -65,7 +67,7 @@ class PretrainingDataConfig(Config):
     dupe_factor: int = option(1, "passes over the corpus, each masked differently (Google's default is 10)")
     seed: int = option(12345, "random seed")
     negative_pool_size: int = option(4096, "documents in the pool that 'random next' segments come from")
-    num_shards: int = option(4, "output shards")
+    num_shards: int = option(0, "output shards; 0 = one per bundle, written without a shuffle (a fixed N makes Beam group all records by shard, which DirectRunner holds in memory)")
     compression: Literal["none", "gzip"] = option("none", "TFRecord compression")
     max_line_bytes: int = option(1_000_000, "longer lines become dead letters")
     range_bytes: int = option(4 << 20, "files are read in ranges of about this many bytes")
@@ -88,7 +90,9 @@ class PretrainingDataConfig(Config):
                 errors.append(f"{name}: must be in [0, 1], got {getattr(self, name)}")
         if self.mask_rate + self.random_rate > 1.0:
             errors.append("random_rate: mask_rate + random_rate must be <= 1")
-        for name in ("dupe_factor", "num_shards", "negative_pool_size", "max_line_bytes", "range_bytes", "num_workers"):
+        if self.num_shards < 0:
+            errors.append(f"num_shards: must be >= 0, got {self.num_shards}")
+        for name in ("dupe_factor", "negative_pool_size", "max_line_bytes", "range_bytes", "num_workers"):
             if getattr(self, name) < 1:
                 errors.append(f"{name}: must be >= 1, got {getattr(self, name)}")
         return errors
@@ -200,10 +204,11 @@ def serialize_block(block: list[int], length: int) -> bytes:
 
 
 class CreateInstances(beam.DoFn):
-    """(document, segments) -> serialized tf.train.Example records; negatives from the pool side input."""
+    """(document, segments) -> serialized tf.train.Example records; negatives from the pool file."""
 
-    def __init__(self, config: PretrainingDataConfig):
+    def __init__(self, config: PretrainingDataConfig, pool_file: str | None):
         self.config = config
+        self.pool_file = pool_file
         self.instances = Metrics.counter(NAMESPACE, "instances")
         self.masked = Metrics.counter(NAMESPACE, "masked_tokens")
         self.random_next = Metrics.counter(NAMESPACE, "nsp_random_next")
@@ -215,9 +220,16 @@ class CreateInstances(beam.DoFn):
         special = encoder.special
         self.start_id = special.id("start")
         self.end_id = special.id("end")
-        self.pool_key = None
-        self.pool: list[tuple[str, list[list[int]]]] = []
         self.encoder = encoder
+        self.pool: list[tuple[str, list[list[int]]]] = []
+        if self.pool_file:
+            records = [json.loads(line) for line in fileio.read_text(self.pool_file).splitlines() if line.strip()]
+            pool = [Document(**{**d, "lines": tuple(d["lines"])}) for d in records]
+            # int32 arrays: the pool stays small in memory (Python lists of ints take ~8x more)
+            self.pool = [
+                (doc.key, segments) for doc, lines in zip(pool, encode_lines(encoder, pool))
+                if (segments := [np.asarray(ids, np.int32) for ids in lines if ids])
+            ]
         if self.config.mode != "causal":
             self.spec = inst.MaskingSpec(
                 max_predictions_per_seq=self.config.max_predictions_per_seq, masked_lm_prob=self.config.masked_lm_prob,
@@ -233,17 +245,7 @@ class CreateInstances(beam.DoFn):
             self.lengths[bucket] = Metrics.counter(NAMESPACE, f"length_{bucket:05d}_{bucket + LENGTH_BUCKET - 1:05d}")
         return self.lengths[bucket]
 
-    def _load_pool(self, pool: list[Document]):
-        key = (len(pool), pool[0].key if pool else "")
-        if key == self.pool_key:
-            return
-        self.pool = [
-            (doc.key, [ids for ids in lines if ids]) for doc, lines in zip(pool, encode_lines(self.encoder, pool))
-        ]
-        self.pool = [(key_, segments) for key_, segments in self.pool if segments]
-        self.pool_key = key
-
-    def process(self, element, pool):
+    def process(self, element):
         doc, segments = element
         config = self.config
         if config.mode == "causal":
@@ -253,15 +255,13 @@ class CreateInstances(beam.DoFn):
                     self._length_counter(len(block)).inc()
                     yield serialize_block(block, config.max_seq_length + 1)
             return
-        self._load_pool(pool)
-
         def random_document(rng: random.Random):
             for _ in range(10):
                 if not self.pool:
                     return None
                 key, other = self.pool[rng.randrange(len(self.pool))]
                 if key != doc.key:
-                    return other
+                    return [segment.tolist() for segment in other]
             return None
 
         for dupe in range(config.dupe_factor):
@@ -299,33 +299,43 @@ def expand_inputs(inputs: tuple[str, ...]) -> list[str]:
     return sorted(set(found))
 
 
-def build_pipeline(pipeline: beam.Pipeline, config: PretrainingDataConfig):
-    """Adds the transforms; returns nothing (outputs are files)."""
-    def read(label: str, count: bool):
-        reader = ReadDocuments(config.input_format, config.max_line_bytes, count=count)
-        return (
-            pipeline
-            | f"{label}Patterns" >> beam.Create(list(config.inputs))
-            | f"{label}Match" >> beam_fileio.MatchAll()
-            | f"{label}Ranges" >> beam.ParDo(SplitIntoRanges(config.range_bytes))
-            | f"{label}Distribute" >> beam.Reshuffle()
-            | f"{label}Read" >> beam.ParDo(reader).with_outputs(ReadDocuments.DEAD, main="documents")
-        )
+def read_corpus(pipeline: beam.Pipeline, config: PretrainingDataConfig, count: bool = True):
+    """Corpus files -> batches of documents (main output) and dead letters."""
+    reader = ReadDocuments(config.input_format, config.max_line_bytes, count=count)
+    return (
+        pipeline
+        | "Patterns" >> beam.Create(list(config.inputs))
+        | "Match" >> beam_fileio.MatchAll()
+        | "Ranges" >> beam.ParDo(SplitIntoRanges(config.range_bytes))
+        | "Distribute" >> beam.Reshuffle()
+        | "Read" >> beam.ParDo(reader).with_outputs(ReadDocuments.DEAD, main="documents")
+    )
 
-    corpus = read("Corpus", count=True)
-    pool = (
-        read("Pool", count=False).documents
+
+def build_pool_pipeline(pipeline: beam.Pipeline, config: PretrainingDataConfig, pool_file: str):
+    """First pass (pair mode): the ``negative_pool_size`` documents with the smallest key hash -> a JSONL file.
+
+    A separate pipeline rather than a side input: a side input would make the runner hold the whole encoded
+    corpus in memory until the pool is complete."""
+    _ = (
+        read_corpus(pipeline, config, count=False).documents
         | "PoolDocuments" >> beam.FlatMap(lambda batch: batch)
         | "PoolSample" >> beam.combiners.Top.Smallest(config.negative_pool_size, key=_pool_score)
-    ) if config.mode == "pair" else pipeline | "NoPool" >> beam.Create([[]])
-    encoded = (
-        corpus.documents
-        | "Encode" >> beam.ParDo(EncodeDocuments(config.encoder)).with_outputs(EncodeDocuments.DEAD, main="encoded")
+        | "PoolJson" >> beam.Map(lambda docs: "\n".join(json.dumps(dataclasses.asdict(d)) for d in docs))
+        | "WritePool" >> beam.io.WriteToText(pool_file, num_shards=1, shard_name_template="")
+    )
+
+
+def build_pipeline(pipeline: beam.Pipeline, config: PretrainingDataConfig, pool_file: str | None):
+    """Main pass: documents -> encoded -> instances -> shards; dead letters beside them."""
+    corpus = read_corpus(pipeline, config)
+    encoded = corpus.documents | "Encode" >> beam.ParDo(EncodeDocuments(config.encoder)).with_outputs(
+        EncodeDocuments.DEAD, main="encoded"
     )
     suffix = ".tfrecord" + (".gz" if config.compression == "gzip" else "")
     _ = (
         encoded.encoded
-        | "Instances" >> beam.ParDo(CreateInstances(config), pool=beam.pvalue.AsSingleton(pool))
+        | "Instances" >> beam.ParDo(CreateInstances(config, pool_file))
         | "WriteRecords" >> beam.io.WriteToTFRecord(
             fileio.join(config.output_dir, SHARD_PREFIX), file_name_suffix=suffix, num_shards=config.num_shards,
             compression_type="gzip" if config.compression == "gzip" else "uncompressed",
@@ -374,8 +384,14 @@ def run(config: PretrainingDataConfig) -> dict:
         FileSystems.delete([manifest_path])  # the old manifest must not vouch for a new, unfinished output
     started = time.time()
     options = pipeline_options(config.runner, config.num_workers, config.beam_args)
+    pool_file = None
+    if config.mode == "pair":
+        pool_file = fileio.join(config.output_dir, POOL_FILE)
+        pool_pipeline = beam.Pipeline(options=options)
+        build_pool_pipeline(pool_pipeline, config, pool_file)
+        pool_pipeline.run().wait_until_finish()
     pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, config)
+    build_pipeline(pipeline, config, pool_file)
     result = pipeline.run()
     result.wait_until_finish()
     counters = _counters(result)
