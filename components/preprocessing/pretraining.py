@@ -225,11 +225,14 @@ class CreateInstances(beam.DoFn):
         if self.pool_file:
             records = [json.loads(line) for line in fileio.read_text(self.pool_file).splitlines() if line.strip()]
             pool = [Document(**{**d, "lines": tuple(d["lines"])}) for d in records]
-            # int32 arrays: the pool stays small in memory (Python lists of ints take ~8x more)
-            self.pool = [
-                (doc.key, segments) for doc, lines in zip(pool, encode_lines(encoder, pool))
-                if (segments := [np.asarray(ids, np.int32) for ids in lines if ids])
-            ]
+            # Encoded in chunks and kept as int32 arrays: Python lists of ints take ~8x more memory, and one
+            # call for the whole pool would make a transient peak that grows with the pool.
+            for first in range(0, len(pool), 256):
+                chunk = pool[first : first + 256]
+                self.pool.extend(
+                    (doc.key, segments) for doc, lines in zip(chunk, encode_lines(encoder, chunk))
+                    if (segments := [np.asarray(ids, np.int32) for ids in lines if ids])
+                )
         if self.config.mode != "causal":
             self.spec = inst.MaskingSpec(
                 max_predictions_per_seq=self.config.max_predictions_per_seq, masked_lm_prob=self.config.masked_lm_prob,
