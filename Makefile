@@ -30,11 +30,15 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 bench: setup
+	$(UV) pip install -q --python $(BIN)/python --require-hashes -r requirements-bench.lock
 	$(BIN)/python benchmarks/bench_encoders.py
+	$(BIN)/python benchmarks/bench_model.py
+	$(BIN)/python benchmarks/bench_preprocess.py
 
 # Re-resolve the pinned set after editing pyproject.toml's dependencies.
 lock:
 	$(UV) pip compile pyproject.toml --extra test --python-version 3.11 --generate-hashes -o requirements.lock
+	$(UV) pip compile pyproject.toml --extra test --extra bench -c requirements.lock --python-version 3.11 --generate-hashes -o requirements-bench.lock
 
 docs: setup
 	$(BIN)/bertkeras config-docs --output docs/configuration.md

@@ -47,7 +47,9 @@ def tokenize_around_specials(texts, pattern, table, tokenize):
     is_special = special_id >= 0
     tokens = tokenize(flat)  # [pieces, tokens]
     keep = tokens.with_flat_values(tf.repeat(~is_special, tokens.row_lengths()))
-    specials = tf.RaggedTensor.from_row_lengths(tf.boolean_mask(special_id, is_special), tf.cast(is_special, tf.int64))
+    specials = tf.RaggedTensor.from_row_lengths(
+        tf.cast(tf.boolean_mask(special_id, is_special), tokens.dtype), tf.cast(is_special, tf.int64)
+    )
     per_piece = tf.concat([specials, tf.ragged.boolean_mask(tokens, keep)], axis=1)
     return tf.RaggedTensor.from_row_splits(per_piece, pieces.row_splits).merge_dims(1, 2)
 
@@ -77,7 +79,7 @@ class WordPieceGraph(tf.Module):
             vocab=list(vocab),
             suffix_indicator="##",
             max_bytes_per_word=max_chars_per_word,
-            token_out_type=tf.int64,
+            token_out_type=tf.int32,  # ids come out as they are returned: no cast pass
             unknown_token=unknown_token,
             lower_case_nfd_strip_accents=False,
         )
