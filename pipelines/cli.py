@@ -48,15 +48,6 @@ def _encoder_save(args: argparse.Namespace) -> int:
     return 0
 
 
-def _encoder_train_sentencepiece(args: argparse.Namespace) -> int:
-    from trainer.text.factory import SentencePieceTrainConfig, train_sentencepiece  # noqa: PLC0415
-
-    config = config_from_args(SentencePieceTrainConfig, args)
-    encoder = train_sentencepiece(config)
-    print(json.dumps({"output": config.output_dir, "vocab_size": encoder.vocab_size, "fingerprint": encoder.fingerprint}))
-    return 0
-
-
 def _convert(args: argparse.Namespace) -> int:
     from trainer.checkpoints.convert import ConvertConfig, convert  # noqa: PLC0415
 
@@ -71,11 +62,11 @@ def step_configs():
     """Every step's config class, in the order the docs list them."""
     from trainer.checkpoints.convert import ConvertConfig  # noqa: PLC0415
     from trainer.model.config import HeadConfig, TransformerConfig  # noqa: PLC0415
-    from trainer.text.factory import EncoderConfig, SentencePieceTrainConfig  # noqa: PLC0415
+    from trainer.text.factory import EncoderConfig  # noqa: PLC0415
 
     from components.preprocessing.steps import STEPS  # noqa: PLC0415
 
-    return [EncoderConfig, SentencePieceTrainConfig, TransformerConfig, HeadConfig, ConvertConfig] + [
+    return [EncoderConfig, TransformerConfig, HeadConfig, ConvertConfig] + [
         config for config, _, _ in STEPS.values()
     ]
 
@@ -111,12 +102,12 @@ def _config_docs(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from components.preprocessing.steps import add_step_parsers, run_step  # noqa: PLC0415
     from trainer.checkpoints.convert import ConvertConfig  # noqa: PLC0415
-    from trainer.text.factory import EncoderConfig, SentencePieceTrainConfig  # noqa: PLC0415
+    from trainer.text.factory import EncoderConfig  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(prog="bertkeras", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    encoder = commands.add_parser("encoder", help="text encoders: encode text, save assets, train SentencePiece")
+    encoder = commands.add_parser("encoder", help="text encoders: encode text, save assets")
     actions = encoder.add_subparsers(dest="action", required=True)
 
     encode = actions.add_parser("encode", help="print token ids (JSON lines) of texts or of a file's lines")
@@ -131,9 +122,6 @@ def build_parser() -> argparse.ArgumentParser:
     save.add_argument("--output", required=True, help="output folder (local or gs://)")
     save.set_defaults(run=_encoder_save)
 
-    train = actions.add_parser("train-sentencepiece", help="train a SentencePiece model from corpus files")
-    add_config_flags(train, SentencePieceTrainConfig)
-    train.set_defaults(run=_encoder_train_sentencepiece)
 
     convert = commands.add_parser(
         "convert", help="Google TF1 BERT / HF safetensors / OpenAI GPT-1 -> model.keras + encoder assets + report"

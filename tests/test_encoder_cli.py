@@ -68,18 +68,6 @@ def test_cli_errors_name_the_flag_and_exit_2(tmp_path):
     assert result.returncode == 2 and b"merges_file: required for kind=gpt2_bpe" in result.stderr
 
 
-def test_train_sentencepiece_command(kjv, tmp_path):
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n".join(kjv[:3000]), encoding="utf-8")
-    result = run_cli(
-        "encoder", "train-sentencepiece", "--inputs", str(corpus), "--output_dir", str(tmp_path / "spm"),
-        "--vocab_size", "400", "--model_type", "bpe",
-    )
-    assert result.returncode == 0, result.stderr
-    encoder = load_encoder(str(tmp_path / "spm"))
-    assert encoder.vocab_size == 400 and encoder.kind == "sentencepiece"
-
-
 def test_configuration_reference_is_up_to_date():
     from pipelines.cli import configuration_reference
 

@@ -71,8 +71,8 @@ def decode_utf8(data: bytes) -> tuple[str, int]:
             pos += err.end
 
 
-def read_lines(path: str) -> list[str]:
-    """Reads a UTF-8 text asset as lines (without newlines); errors name the file (and line)."""
+def read_asset_text(path: str) -> str:
+    """Reads a non-empty UTF-8 text asset; errors name the file (and line)."""
     if not fileio.exists(path):
         raise EncoderError(f"{path}: file not found")
     try:
@@ -81,7 +81,12 @@ def read_lines(path: str) -> list[str]:
         raise EncoderError(str(err)) from None
     if not text.strip():
         raise EncoderError(f"{path}: file is empty")
-    return text.split("\n")
+    return text
+
+
+def read_lines(path: str) -> list[str]:
+    """Reads a UTF-8 text asset as lines (without newlines)."""
+    return read_asset_text(path).split("\n")
 
 
 def fingerprint_of(kind: str, settings: dict[str, Any], assets: Iterable[bytes]) -> str:

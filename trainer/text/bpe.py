@@ -25,9 +25,8 @@ from typing import Any
 
 import regex
 
-from trainer import fileio
 from trainer.text import basic
-from trainer.text.base import EncoderError, SpecialTokens, TextEncoder, read_lines
+from trainer.text.base import EncoderError, SpecialTokens, TextEncoder, read_asset_text, read_lines
 
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 GPT2_FILES = ("encoder.json", "vocab.bpe")
@@ -51,14 +50,7 @@ def bytes_to_unicode() -> dict[int, str]:
 
 
 def load_vocab_json(path: str) -> dict[str, int]:
-    if not fileio.exists(path):
-        raise EncoderError(f"{path}: file not found")
-    try:
-        text = fileio.read_text(path)
-    except ValueError as err:
-        raise EncoderError(str(err)) from None
-    if not text.strip():
-        raise EncoderError(f"{path}: file is empty")
+    text = read_asset_text(path)
     try:
         vocab = json.loads(text)
     except json.JSONDecodeError as err:
