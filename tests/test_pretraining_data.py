@@ -149,7 +149,12 @@ def test_bad_input_becomes_dead_letters(vocab, tmp_path):
     assert counts["lines_without_tokens"] == 1  # the line of control characters
     letters = [json.loads(line) for line in open(tmp_path / "out" / "dead_letters.jsonl")]
     assert {letter["file"] for letter in letters} == {str(corpus), str(broken)}
-    assert any("longer than 1000 bytes" in letter["reason"] and letter["byte_offset"] == 84 for letter in letters)  # 55 + 25 + 4 blank-line bytes
+    too_long = next(letter for letter in letters if "longer than 1000 bytes" in letter["reason"])
+    assert (too_long["line"], too_long["byte_offset"]) == (7, 84)  # lines of 55 and 25 bytes, then 4 blank lines
+    invalid = next(letter for letter in letters if "invalid UTF-8" in letter["reason"])
+    assert (invalid["line"], invalid["byte_offset"]) == (2, 55)
+    no_tokens = next(letter for letter in letters if "no tokens" in letter["reason"])
+    assert no_tokens["line"] == 10  # after the long line (7), "A good line" (8) and a blank line (9)
     assert manifest["records"] > 0
     jsonl_manifest = run(config([str(jsonl)], tmp_path / "json", vocab, input_format="jsonl"))
     assert jsonl_manifest["counts"]["documents"] == 1 and jsonl_manifest["counts"]["dead_letters"] == 2

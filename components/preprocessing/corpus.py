@@ -5,7 +5,8 @@ every document is read exactly once, whatever the number of ranges or workers.
 Formats: ``text`` (Google's: one sentence per line, a blank line between documents) and ``jsonl`` (one document
 per line, a ``text`` field, split into sentences by :func:`split_sentences`). Compressed files (gzip, bz2...)
 cannot be sought and are read whole. Problems never stop the pipeline: they become dead letters
-(file, byte offset of the line, reason) and counters.
+(file, line number, byte offset of the line, reason) and counters. Line numbers are counted lazily, only for
+files that have dead letters, by one forward pass over the file up to the last letter.
 """
 
 from __future__ import annotations
@@ -54,10 +55,48 @@ class Document:
     path: str
     offset: int
     lines: tuple[str, ...]
+    line_offsets: tuple[int, ...] = ()  # byte offset of each line in the file (for dead letters)
 
 
-def dead_letter(path: str, offset: int, reason: str, sample: str = "") -> str:
-    return json.dumps({"file": path, "byte_offset": offset, "reason": reason, "sample": sample[:200]}, ensure_ascii=False)
+def dead_letter(path: str, offset: int, reason: str, sample: str = "", line: int | None = None) -> str:
+    record = {"file": path, "line": line, "byte_offset": offset, "reason": reason, "sample": sample[:200]}
+    return json.dumps(record, ensure_ascii=False)
+
+
+class LineNumbers:
+    """1-based line numbers of byte offsets in one file, counted forward from the last offset asked about."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.position = 0
+        self.lines = 1
+
+    def at(self, offset: int) -> int:
+        if offset < self.position:
+            self.position, self.lines = 0, 1
+        with FileSystems.open(self.path, compression_type=CompressionTypes.AUTO) as handle:
+            if self.position:
+                handle.seek(self.position)
+            while self.position < offset:
+                chunk = handle.read(min(offset - self.position, 1 << 20))
+                if not chunk:
+                    break
+                self.lines += chunk.count(b"\n")
+                self.position += len(chunk)
+        return self.lines
+
+
+class LineNumberCache:
+    """One :class:`LineNumbers` per file, for a DoFn that reports dead letters."""
+
+    def __init__(self):
+        self.files: dict[str, LineNumbers] = {}
+
+    def __call__(self, path: str, offset: int) -> int | None:
+        try:
+            return self.files.setdefault(path, LineNumbers(path)).at(offset)
+        except Exception:  # noqa: BLE001 - a line number is a courtesy; the letter is sent without one
+            return None
 
 
 def document_key(path: str, offset: int) -> str:
@@ -123,6 +162,9 @@ class ReadDocuments(beam.DoFn):
         self.too_long = Metrics.counter(NAMESPACE, prefix + "lines_too_long")
         self.unreadable = Metrics.counter(NAMESPACE, prefix + "unreadable_files")
 
+    def setup(self):
+        self.line_of = LineNumberCache()
+
     def process(self, file_range: FileRange):
         batch: list[Document] = []
         for item in self._documents(file_range):
@@ -164,11 +206,16 @@ class ReadDocuments(beam.DoFn):
         """-> (text or None, dead letter or None)."""
         if len(raw) > self.max_line_bytes:
             self.too_long.inc()
-            return None, dead_letter(path, offset, f"line longer than {self.max_line_bytes} bytes", raw[:200].decode("utf-8", "replace"))
+            return None, dead_letter(
+                path, offset, f"line longer than {self.max_line_bytes} bytes", raw[:200].decode("utf-8", "replace"),
+                self.line_of(path, offset),
+            )
         text, invalid = decode_utf8(raw.rstrip(b"\r\n"))
         if invalid:
             self.invalid_utf8.inc()
-            return text, dead_letter(path, offset, f"{invalid} invalid UTF-8 sequence(s) replaced by U+FFFD", text)
+            return text, dead_letter(
+                path, offset, f"{invalid} invalid UTF-8 sequence(s) replaced by U+FFFD", text, self.line_of(path, offset)
+            )
         return text, None
 
     def _read(self, handle, file_range: FileRange):
@@ -184,6 +231,7 @@ class ReadDocuments(beam.DoFn):
             handle.seek(start)
         reader = _LineReader(handle, start)
         lines: list[str] = []
+        offsets: list[int] = []
         first = -1
         for offset, raw in reader.lines():
             blank = not raw.strip()
@@ -192,8 +240,8 @@ class ReadDocuments(beam.DoFn):
                 continue
             if blank:
                 if lines:
-                    yield from self._emit(path, first, lines)
-                    lines, first = [], -1
+                    yield from self._emit(path, first, lines, offsets)
+                    lines, offsets, first = [], [], -1
                 if end != -1 and offset >= end:
                     return
                 continue
@@ -207,8 +255,9 @@ class ReadDocuments(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(self.DEAD, letter)
             if text is not None and text.strip():
                 lines.append(" ".join(text.split()))
+                offsets.append(offset)
         if lines:
-            yield from self._emit(path, first, lines)
+            yield from self._emit(path, first, lines, offsets)
 
     def _read_jsonl(self, handle, path: str, start: int, end: int):
         for offset, raw in _LineReader(handle, start).lines():
@@ -228,18 +277,22 @@ class ReadDocuments(beam.DoFn):
                     raise TypeError("the text field is not a string")
             except (ValueError, KeyError, TypeError) as err:
                 self.dead.inc()
-                yield beam.pvalue.TaggedOutput(self.DEAD, dead_letter(path, offset, f"not a JSON object with a text field: {err}", text))
+                yield beam.pvalue.TaggedOutput(
+                    self.DEAD,
+                    dead_letter(path, offset, f"not a JSON object with a text field: {err}", text, self.line_of(path, offset)),
+                )
                 continue
             if letter is not None:
                 self.dead.inc()
                 yield beam.pvalue.TaggedOutput(self.DEAD, letter)
-            yield from self._emit(path, offset, split_sentences(body))
+            sentences = split_sentences(body)
+            yield from self._emit(path, offset, sentences, [offset] * len(sentences))
 
-    def _emit(self, path: str, offset: int, lines: list[str]):
+    def _emit(self, path: str, offset: int, lines: list[str], offsets: list[int]):
         if not lines:
             self.empty.inc()
             self.dead.inc()
-            yield beam.pvalue.TaggedOutput(self.DEAD, dead_letter(path, offset, "empty document"))
+            yield beam.pvalue.TaggedOutput(self.DEAD, dead_letter(path, offset, "empty document", line=self.line_of(path, offset)))
             return
         self.documents.inc()
-        yield Document(document_key(path, offset), path, offset, tuple(lines))
+        yield Document(document_key(path, offset), path, offset, tuple(lines), tuple(offsets))

@@ -34,7 +34,7 @@ from apache_beam.metrics.metric import MetricsFilter
 
 from components.preprocessing import instances as inst
 from components.preprocessing.beam_options import pipeline_options
-from components.preprocessing.corpus import NAMESPACE, Document, ReadDocuments, SplitIntoRanges, dead_letter
+from components.preprocessing.corpus import NAMESPACE, Document, LineNumberCache, ReadDocuments, SplitIntoRanges, dead_letter
 from trainer import features, fileio
 from trainer.config import Config, option
 from trainer.text.factory import EncoderConfig, build_encoder, shared_encoder
@@ -141,6 +141,7 @@ class EncodeDocuments(beam.DoFn):
 
     def setup(self):
         self.encoder = shared_encoder(self.encoder_config)
+        self.line_of = LineNumberCache()
 
     def process(self, batch: list[Document]):
         for doc, lines in zip(batch, encode_lines(self.encoder, batch)):
@@ -152,8 +153,9 @@ class EncodeDocuments(beam.DoFn):
                 else:
                     self.empty_lines.inc()
                     self.dead.inc()
+                    offset = doc.line_offsets[index] if doc.line_offsets else doc.offset
                     yield beam.pvalue.TaggedOutput(
-                        self.DEAD, dead_letter(doc.path, doc.offset, f"line {index + 1} of the document has no tokens", doc.lines[index])
+                        self.DEAD, dead_letter(doc.path, offset, "line has no tokens", doc.lines[index], self.line_of(doc.path, offset))
                     )
             if segments:
                 yield doc, segments
@@ -224,7 +226,7 @@ class CreateInstances(beam.DoFn):
         self.pool: list[tuple[str, list[list[int]]]] = []
         if self.pool_file:
             records = [json.loads(line) for line in fileio.read_text(self.pool_file).splitlines() if line.strip()]
-            pool = [Document(**{**d, "lines": tuple(d["lines"])}) for d in records]
+            pool = [Document(**{**d, "lines": tuple(d["lines"]), "line_offsets": tuple(d["line_offsets"])}) for d in records]
             # Encoded in chunks and kept as int32 arrays: Python lists of ints take ~8x more memory, and one
             # call for the whole pool would make a transient peak that grows with the pool.
             for first in range(0, len(pool), 256):
