@@ -66,9 +66,11 @@ def step_configs():
 
     from components.preprocessing.steps import STEPS  # noqa: PLC0415
 
+    from trainer.training.config import EvaluateConfig, TaskConfig, TrainConfig  # noqa: PLC0415
+
     return [EncoderConfig, TransformerConfig, HeadConfig, ConvertConfig] + [
         config for config, _, _ in STEPS.values()
-    ]
+    ] + [TrainConfig, TaskConfig, EvaluateConfig]
 
 
 def configuration_reference() -> str:
@@ -132,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     preprocess = commands.add_parser("preprocess", help="Beam preprocessing: vocabulary, pretraining and fine-tuning records")
     add_step_parsers(preprocess.add_subparsers(dest="step", required=True))
     preprocess.set_defaults(run=run_step)
+
+    from trainer.training.cli import add_training_commands  # noqa: PLC0415
+
+    add_training_commands(commands)
 
     docs = commands.add_parser("config-docs", help="print (or write) the reference of every step's config fields")
     docs.add_argument("--output", help="write to this file instead of printing")

@@ -141,7 +141,7 @@ class Config:
             if isinstance(value, Config):
                 value = value.to_dict()
             elif isinstance(value, tuple):
-                value = list(value)
+                value = [v.to_dict() if isinstance(v, Config) else v for v in value]
             out[f.name] = value
         return out
 

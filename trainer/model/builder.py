@@ -123,3 +123,41 @@ class ZerosIndex(keras.layers.Layer):
 
     def call(self, token_ids):
         return keras.ops.zeros_like(token_ids[:, 0])
+
+
+def config_from_model(model: keras.Model) -> TransformerConfig:
+    """Recovers the encoder's :class:`TransformerConfig` from a built model's layers (any ``.keras`` file this
+    project wrote), so a saved model can be rebuilt with other heads."""
+    layers = {layer.name: layer for layer in model.layers}
+    embedding = layers["token_embedding"]
+    blocks = sorted((n for n in layers if n.startswith("layer_") and n[6:].isdigit()), key=lambda n: int(n[6:]))
+    if not blocks:
+        raise ValueError(f"model {model.name!r} has no transformer blocks (layer_0, ...): not a bertkeras model")
+    block = layers[blocks[0]]
+    segments = layers.get("segment_embedding")
+    position = layers["position_embedding"]
+    return TransformerConfig(
+        vocab_size=int(embedding.input_dim), hidden_size=int(embedding.output_dim), num_layers=len(blocks),
+        num_heads=block.num_heads, intermediate_size=block.intermediate_size, activation=block.activation,
+        layer_norm_epsilon=block.layer_norm_epsilon, embedding_layer_norm="embeddings_layer_norm" in layers,
+        dropout=block.dropout, attention_dropout=block.attention_dropout, max_positions=int(position.max_positions),
+        type_vocab_size=int(segments.input_dim) if segments is not None else 0,
+        causal=bool(layers["attention_mask_builder"].causal), pooler="pooler" in layers,
+        initializer_range=block.stddev,
+    )
+
+
+def transfer_weights(source: keras.Model, target: keras.Model) -> tuple[list[str], list[str]]:
+    """Copies weights layer by layer where names and shapes agree; -> (copied layers, layers left as built)."""
+    source_layers = {layer.name: layer for layer in source.layers}
+    copied, fresh = [], []
+    for layer in target.layers:
+        if not layer.weights:
+            continue
+        other = source_layers.get(layer.name)
+        if other is not None and [w.shape for w in other.weights] == [w.shape for w in layer.weights]:
+            layer.set_weights(other.get_weights())
+            copied.append(layer.name)
+        else:
+            fresh.append(layer.name)
+    return copied, fresh

@@ -1,0 +1,205 @@
+"""Typed configuration of a training run: tasks with loss-weight schedules, input, optimizer, loop, runtime.
+
+One run moves from pretraining to fine-tuning by scheduling each task's loss weight over the global step (the
+seed's pretraining -> fine-tuning phases, made continuous): e.g. masked LM at weight 1 falling to 0 while a
+classifier rises from 0 to 1. Records of several kinds can be mixed in one run (``data.train`` lists several
+sources, sampled by ``data.train_weights``); a task whose features a source lacks gets weight 0 there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from trainer.config import Config, option
+from trainer.model.config import TransformerConfig
+
+TaskKind = Literal["masked_lm", "causal_lm", "next_sentence", "sentence", "token"]
+LM_KINDS = ("masked_lm", "causal_lm", "next_sentence")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleConfig(Config):
+    """A value over the global step: constant, step change, linear ramp or cosine ramp."""
+
+    kind: Literal["constant", "step", "linear", "cosine"] = option("constant", "shape of the schedule")
+    value: float = option(1.0, "the value (constant) or the value before start_step (other kinds)")
+    end_value: float = option(1.0, "the value at and after end_step (step: from start_step on)")
+    start_step: int = option(0, "step where the change starts")
+    end_step: int = option(0, "step where a linear/cosine ramp ends (ignored for constant/step)")
+
+    def check(self) -> list[str]:
+        errors = []
+        if self.start_step < 0:
+            errors.append(f"start_step: must be >= 0, got {self.start_step}")
+        if self.kind in ("linear", "cosine") and self.end_step <= self.start_step:
+            errors.append(f"end_step: must be > start_step ({self.start_step}) for a {self.kind} ramp, got {self.end_step}")
+        if self.value < 0 or self.end_value < 0:
+            errors.append("value/end_value: loss weights must be >= 0")
+        return errors
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskConfig(Config):
+    """One task: a named head, its loss and its loss-weight schedule. Fine-tuning tasks read the records'
+    ``<name>_labels`` / ``<name>_weights`` / ``<name>_index`` features; LM tasks read Google's features."""
+
+    name: str = option("", "head name; for sentence/token tasks also the records' feature prefix")
+    kind: TaskKind = option("sentence", "masked_lm, causal_lm, next_sentence, sentence or token")
+    num_classes: int = option(0, "sentence/token classes (0: the number of labels in <name>_labels.txt)")
+    dropout: float = option(0.1, "dropout before the classifier")
+    weight: ScheduleConfig = option(ScheduleConfig(), "loss-weight schedule over the global step")
+    extraction_index: Literal["first", "last"] = option("first", "sentence tasks at serving: the position the head reads (as the records)")
+
+    def check(self) -> list[str]:
+        errors = []
+        if not self.name or not self.name.replace("_", "").isalnum():
+            errors.append(f"name: must be a non-empty identifier, got {self.name!r}")
+        if self.num_classes < 0:
+            errors.append(f"num_classes: must be >= 0, got {self.num_classes}")
+        if not 0.0 <= self.dropout < 1.0:
+            errors.append(f"dropout: must be in [0, 1), got {self.dropout}")
+        return errors
+
+
+PRETRAINING_TASKS = (TaskConfig(name="masked_lm", kind="masked_lm"), TaskConfig(name="next_sentence", kind="next_sentence"))
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig(Config):
+    """Input records: record folders (with manifest.json) or file globs, local or gs://."""
+
+    train: tuple[str, ...] = option((), "training sources: record folders or TFRecord globs (one entry per source)")
+    train_weights: tuple[float, ...] = option((), "sampling weight of each source (default: equal)")
+    eval: tuple[str, ...] = option((), "evaluation sources (same forms)")
+    synthetic: bool = option(False, "random records shaped like the model and tasks (smoke tests, benchmarks)")
+    synthetic_seq_length: int = option(128, "synthetic: tokens per example")
+    synthetic_predictions: int = option(20, "synthetic: masked positions per example")
+    global_batch_size: int = option(32, "examples per step over all replicas (static: the remainder is dropped)")
+    shuffle_buffer: int = option(10000, "records in the shuffle buffer")
+    seed: int = option(0, "seed of shuffling, sampling and synthetic data; the input order is a function of it")
+    verify_records: bool = option(True, "before training, read every shard once: catches corrupt files early")
+
+    def check(self) -> list[str]:
+        errors = []
+        if not self.train and not self.synthetic:
+            errors.append("train: give record folders/globs, or set synthetic=true")
+        if self.train_weights and len(self.train_weights) != len(self.train):
+            errors.append(f"train_weights: {len(self.train_weights)} weights for {len(self.train)} sources")
+        if any(w <= 0 for w in self.train_weights):
+            errors.append("train_weights: must all be > 0")
+        if self.global_batch_size < 1:
+            errors.append(f"global_batch_size: must be >= 1, got {self.global_batch_size}")
+        if self.shuffle_buffer < 1:
+            errors.append(f"shuffle_buffer: must be >= 1, got {self.shuffle_buffer}")
+        return errors
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig(Config):
+    """BERT's recipe: AdamW (or LAMB for large batches), linear warm-up then linear decay, global-norm clipping."""
+
+    name: Literal["adamw", "lamb"] = option("adamw", "adamw, or lamb for large batches")
+    learning_rate: float = option(1e-4, "peak learning rate (after warm-up)")
+    warmup_steps: int = option(0, "linear warm-up from 0 to learning_rate")
+    end_learning_rate: float = option(0.0, "learning rate reached linearly at the last step")
+    weight_decay: float = option(0.01, "decoupled weight decay (not on biases and layer-norm parameters)")
+    beta_1: float = option(0.9, "Adam beta 1")
+    beta_2: float = option(0.999, "Adam beta 2")
+    epsilon: float = option(1e-6, "Adam epsilon")
+    clip_norm: float = option(1.0, "clip the all-reduced gradients to this global norm (0: no clipping)")
+
+    def check(self) -> list[str]:
+        errors = []
+        if self.learning_rate <= 0:
+            errors.append(f"learning_rate: must be > 0, got {self.learning_rate}")
+        if self.warmup_steps < 0:
+            errors.append(f"warmup_steps: must be >= 0, got {self.warmup_steps}")
+        if self.clip_norm < 0:
+            errors.append(f"clip_norm: must be >= 0, got {self.clip_norm}")
+        return errors
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeConfig(Config):
+    """Where and how the steps run."""
+
+    strategy: Literal["auto", "default", "mirrored", "multi_worker", "tpu"] = option(
+        "auto", "auto: tpu when runtime.tpu is set, multi_worker when TF_CONFIG lists several workers, "
+        "mirrored with several GPUs or cpu_devices > 1, else default")
+    tpu: str = option("", "TPU for TPUClusterResolver: 'local' on a TPU VM, or a name/grpc address")
+    cpu_devices: int = option(1, "split the CPU into this many logical devices (testing distribution on one host)")
+    mixed_precision: Literal["auto", "none", "bfloat16", "float16"] = option(
+        "auto", "auto: bfloat16 on TPU, float16 with loss scaling on GPU, none on CPU")
+    xla: bool = option(True, "compile the training step with XLA")
+    steps_per_loop: int = option(10, "steps per tf.function call (fewer host round trips; checkpoints fall between calls)")
+
+    def check(self) -> list[str]:
+        errors = []
+        if self.cpu_devices < 1:
+            errors.append(f"cpu_devices: must be >= 1, got {self.cpu_devices}")
+        if self.steps_per_loop < 1:
+            errors.append(f"steps_per_loop: must be >= 1, got {self.steps_per_loop}")
+        if self.strategy == "tpu" and not self.tpu:
+            errors.append("tpu: required with strategy=tpu ('local' on a TPU VM)")
+        return errors
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(Config):
+    """`bertkeras train` / `python -m trainer train`: multi-task pretraining and/or fine-tuning."""
+
+    output_dir: str = option("", "checkpoints, TensorBoard logs, metrics.json, the exported model")
+    init_from: str = option("", "start from a model folder (model.keras, e.g. `bertkeras convert` output or a previous run's export)")
+    encoder_dir: str = option("", "encoder assets for the serving export and the fingerprint check (default: <init_from>/encoder)")
+    model: TransformerConfig = option(TransformerConfig(), "encoder sizes (ignored with init_from: the model's own)")
+    tasks: tuple[TaskConfig, ...] = option(PRETRAINING_TASKS, "the tasks (heads, losses, schedules)")
+    data: DataConfig = option(DataConfig(), "input")
+    optimizer: OptimizerConfig = option(OptimizerConfig(), "optimizer and learning-rate schedule")
+    runtime: RuntimeConfig = option(RuntimeConfig(), "strategy, precision, compilation")
+    seed: int = option(0, "seed of weight initialisation and dropout (the input order follows data.seed)")
+    steps: int = option(1000, "training steps (global batches)")
+    checkpoint_every: int = option(500, "steps between checkpoints (rounded up to a multiple of steps_per_loop)")
+    keep_checkpoints: int = option(3, "checkpoints kept")
+    log_every: int = option(50, "steps between progress lines and TensorBoard scalars")
+    eval_batches: int = option(0, "evaluation batches at the end (0: one pass over data.eval)")
+    export: bool = option(True, "write model.keras and the serving SavedModel at the end")
+    max_seq_length: int = option(0, "serving export: tokens per text (0: the training records' length)")
+
+    def check(self) -> list[str]:
+        errors = []
+        if not self.output_dir:
+            errors.append("output_dir: required")
+        if self.steps < 1:
+            errors.append(f"steps: must be >= 1, got {self.steps}")
+        if not self.tasks:
+            errors.append("tasks: at least one task")
+        names = [t.name for t in self.tasks]
+        if len(set(names)) != len(names):
+            errors.append(f"tasks: duplicate names in {names}")
+        for kind in LM_KINDS:
+            if sum(t.kind == kind for t in self.tasks) > 1:
+                errors.append(f"tasks: at most one {kind} task")
+        if self.checkpoint_every < 1 or self.log_every < 1:
+            errors.append("checkpoint_every/log_every: must be >= 1")
+        for i, task in enumerate(self.tasks):
+            errors.extend(f"tasks[{i}].{e}" for e in task.check())
+            errors.extend(f"tasks[{i}].weight.{e}" for e in task.weight.check())
+        return errors
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig(Config):
+    """`bertkeras evaluate`: per-task metrics of a trained model on records."""
+
+    model_dir: str = option("", "a training run's export folder (model.keras, training_config.yaml)")
+    data: tuple[str, ...] = option((), "record folders or globs (default: the run's data.eval)")
+    batch_size: int = option(32, "examples per batch")
+    max_batches: int = option(0, "stop after this many batches (0: one full pass)")
+    output: str = option("", "write the metrics JSON here (default: print only)")
+
+    def check(self) -> list[str]:
+        errors = [] if self.model_dir else ["model_dir: required"]
+        if self.batch_size < 1:
+            errors.append(f"batch_size: must be >= 1, got {self.batch_size}")
+        return errors
