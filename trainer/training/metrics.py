@@ -105,6 +105,10 @@ def _task_metrics(task: TaskConfig, pred, gold, weight, ce, names, num_classes) 
     correct = (pred == gold).astype(np.float64)
     out = {"loss": float((ce * weight).sum() / total), "accuracy": float((correct * weight).sum() / total),
            "weight": total}
+    if task.kind in ("sentence", "next_sentence", "token"):
+        # The accuracy of always answering the most frequent gold class: what a model must beat.
+        totals = np.bincount(gold.reshape(-1), weights=weight.reshape(-1).astype(np.float64), minlength=num_classes)
+        out["majority_accuracy"] = float(totals.max() / total)
     if task.kind == "causal_lm":
         out["perplexity"] = float(math.exp(min(out["loss"], 700.0)))
     if task.kind in ("sentence", "next_sentence"):

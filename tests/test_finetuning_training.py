@@ -1,0 +1,147 @@
+"""Fine-tuning on real labelled data: a sentence task and a BIO token task trained together from two record
+sources; evaluation metrics; the serving SavedModel answers raw strings in a fresh process like the model."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from components.corpora import kjv_chapters
+from components.preprocessing.finetuning import FinetuningDataConfig
+from components.preprocessing.finetuning import run as make_finetuning_records
+from trainer.text.factory import EncoderConfig, build_encoder
+from trainer.training.config import EvaluateConfig, TrainConfig
+from trainer.training.loop import train
+from trainer.training.runs import evaluate_run, export_run
+from training_helpers import REPO, TINY
+
+SEQ = 32
+
+
+def _verses():
+    return [v for _, verses in kjv_chapters()[:400] for v in verses if len(v.split()) <= 20]
+
+
+def _question_rows(verses):
+    questions = [v for v in verses if v.rstrip().endswith("?")]
+    statements = [v for v in verses if "?" not in v][: len(questions)]
+    rows = [(v, "question") for v in questions] + [(v, "statement") for v in statements]
+    rng = np.random.default_rng(0)
+    return [rows[i] for i in rng.permutation(len(rows))]
+
+
+def _conll(verses):
+    """Capitalised words are B-CAP spans (names, sentence starts): labels from the text's own casing."""
+    lines = []
+    for verse in verses:
+        for word in re.findall(r"[A-Za-z]+|[^\sA-Za-z]", verse):
+            lines.append(f"{word}\t{'B-CAP' if word[0].isupper() else 'O'}")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def finetuning_data(minilm_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("finetune")
+    encoder_config = EncoderConfig(vocab_file=os.path.join(minilm_dir, "vocab.txt"))
+    build_encoder(encoder_config).save(str(root / "encoder"))
+    verses = _verses()
+    rows = _question_rows(verses)
+    split = int(len(rows) * 0.8)
+    out = {"encoder": str(root / "encoder")}
+    for name, part in (("train", rows[:split]), ("eval", rows[split:])):
+        (root / f"q_{name}.tsv").write_text("text\tlabel\n" + "".join(f"{t}\t{l}\n" for t, l in part))
+        make_finetuning_records(FinetuningDataConfig(
+            task="question", inputs=(str(root / f"q_{name}.tsv"),), output_dir=str(root / f"question_{name}"),
+            encoder=encoder_config, max_seq_length=SEQ))
+        out[f"question_{name}"] = str(root / f"question_{name}")
+    for name, part in (("train", verses[:1500]), ("eval", verses[1500:1800])):
+        (root / f"cap_{name}.conll").write_text(_conll(part))
+        make_finetuning_records(FinetuningDataConfig(
+            task="cap", level="token", input_format="conll", inputs=(str(root / f"cap_{name}.conll"),),
+            output_dir=str(root / f"cap_{name}"), encoder=encoder_config, max_seq_length=SEQ))
+        out[f"cap_{name}"] = str(root / f"cap_{name}")
+    return out
+
+
+@pytest.fixture(scope="module")
+def finetuned(finetuning_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("finetuned")
+    d = finetuning_data
+    config = TrainConfig.resolve(None, [
+        f"output_dir={out}", f"encoder_dir={d['encoder']}",
+        f"data.train=[{d['question_train']}, {d['cap_train']}]", f"data.eval=[{d['question_eval']}, {d['cap_eval']}]",
+        "tasks=[{name: question, kind: sentence, dropout: 0.0}, {name: cap, kind: token, dropout: 0.0}]",
+        "data.global_batch_size=32", "steps=240", "log_every=40", "checkpoint_every=240",
+        "optimizer.learning_rate=3e-3", "optimizer.warmup_steps=20", *TINY,
+    ])
+    return out, train(config)
+
+
+def test_two_tasks_from_two_sources_reach_high_accuracy(finetuned):
+    _, result = finetuned
+    question, cap = result["eval"]["question"], result["eval"]["cap"]
+    assert question["labels"] == ["question", "statement"]
+    assert question["accuracy"] >= 0.9 and question["macro_f1"] >= 0.9, question
+    assert sum(map(sum, question["confusion_matrix"])) == question["weight"]
+    assert question["accuracy"] >= question["majority_accuracy"] + 0.25
+    assert cap["span_f1"] >= 0.6 and cap["accuracy"] >= cap["majority_accuracy"] + 0.05, cap
+
+
+def test_evaluate_command_reproduces_the_runs_metrics(finetuned, finetuning_data, tmp_path):
+    out, result = finetuned
+    metrics = evaluate_run(EvaluateConfig(model_dir=str(out / "export"), output=str(tmp_path / "m.json")))
+    for task in ("question", "cap"):
+        assert metrics[task]["accuracy"] == pytest.approx(result["eval"][task]["accuracy"], abs=1e-6)
+    assert json.loads((tmp_path / "m.json").read_text())["examples"] == metrics["examples"]
+
+
+def test_saved_model_answers_raw_strings_in_a_fresh_process(finetuned, finetuning_data):
+    import keras  # noqa: PLC0415
+
+    from trainer.text.factory import load_encoder  # noqa: PLC0415
+
+    out, _ = finetuned
+    texts = ["And the LORD said unto Moses, Who made thee a prince?", "In the beginning God created the heaven and the earth."]
+    script = (
+        "import json, sys, tensorflow as tf, tensorflow_text\n"
+        f"m = tf.saved_model.load({str(out / 'export' / 'serving')!r})\n"
+        f"r = m.signatures['serving_default'](text=tf.constant({texts!r}))\n"
+        "print(json.dumps({k: (v.numpy().astype(str) if v.dtype == tf.string else v.numpy()).tolist() for k, v in r.items()}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    served = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert served["question_label"] == ["question", "statement"]
+
+    encoder = load_encoder(str(out / "export" / "encoder"))
+    model = keras.saving.load_model(str(out / "export" / "model.keras"), safe_mode=True)
+    ids = np.zeros((2, SEQ), np.int32)
+    for row, text in enumerate(texts):
+        tokens = [101, *encoder.encode(text)[: SEQ - 2], 102]
+        ids[row, : len(tokens)] = tokens
+    mask = (ids > 0).astype(np.int32)
+    assert served["token_ids"] == ids.tolist()
+    outputs = model({"token_ids": ids, "padding_mask": mask, "segment_ids": np.zeros_like(ids), "attention_mask": None,
+                     "question_index": np.zeros(2, np.int32)}, training=False)
+    expected = keras.ops.softmax(outputs["question"]).numpy()
+    np.testing.assert_allclose(np.array(served["question_probabilities"]), expected, atol=1e-5)
+    np.testing.assert_allclose(np.array(served["cap_probabilities"]), keras.ops.softmax(outputs["cap"]).numpy(), atol=1e-5)
+
+
+def test_export_command_rebuilds_from_the_last_checkpoint(finetuned):
+    import keras  # noqa: PLC0415
+
+    out, _ = finetuned
+    before = [np.asarray(w) for w in keras.saving.load_model(str(out / "export" / "model.keras")).get_weights()]
+    result = export_run(str(out))
+    assert result["checkpoint"].endswith("ckpt-240")
+    after = [np.asarray(w) for w in keras.saving.load_model(str(out / "export" / "model.keras")).get_weights()]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))

@@ -1,0 +1,117 @@
+"""Schedules, metrics and the checks that refuse bad input before any training step."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from trainer.config import ConfigError
+from trainer.training import data as data_lib
+from trainer.training.config import ScheduleConfig, TaskConfig, TrainConfig
+from trainer.training.metrics import bio_spans, macro_f1, span_f1
+from trainer.training.tasks import WarmupLinearDecay, schedule_value_py, task_losses
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+GOOGLE = os.path.join(DATA, "google_cpd_sample.tfrecord")
+PRETRAINING = (TaskConfig(name="masked_lm", kind="masked_lm"), TaskConfig(name="next_sentence", kind="next_sentence"))
+
+
+def test_schedules():
+    linear = ScheduleConfig(kind="linear", value=1.0, end_value=0.0, start_step=10, end_step=20)
+    assert [schedule_value_py(linear, s) for s in (0, 10, 15, 20, 99)] == [1.0, 1.0, 0.5, 0.0, 0.0]
+    step = ScheduleConfig(kind="step", value=0.0, end_value=2.0, start_step=5)
+    assert [schedule_value_py(step, s) for s in (4, 5)] == [0.0, 2.0]
+    cosine = ScheduleConfig(kind="cosine", value=0.0, end_value=1.0, start_step=0, end_step=100)
+    assert schedule_value_py(cosine, 50) == pytest.approx(0.5) and schedule_value_py(cosine, 25) == pytest.approx(0.1464, abs=1e-4)
+    with pytest.raises(ConfigError, match="end_step"):
+        ScheduleConfig(kind="linear", start_step=3, end_step=3).validate()
+    lr = WarmupLinearDecay(1.0, 10, 110, 0.0)
+    assert [float(lr(s)) for s in (0, 5, 10, 60, 110, 200)] == pytest.approx([0, 0.5, 1.0, 0.5, 0.0, 0.0])
+
+
+def test_masked_loss_is_weighted_mean_and_zero_without_weights():
+    task = TaskConfig(name="t", kind="token")
+    logits = tf.constant([[[2.0, 0.0], [0.0, 2.0]]])
+    batch = {"t_labels": tf.constant([[0, 0]]), "t_weights": tf.constant([[1.0, 0.0]])}
+    loss = task_losses({"t": logits}, batch, [task], {"t": tf.constant(1.0)})["t"]
+    assert float(loss) == pytest.approx(float(tf.nn.softmax_cross_entropy_with_logits([1.0, 0.0], [2.0, 0.0])))
+    zero = task_losses({"t": logits}, {"t_labels": batch["t_labels"], "t_weights": tf.zeros([1, 2])}, [task],
+                       {"t": tf.constant(0.0)})["t"]
+    assert float(zero) == 0.0
+
+
+def test_metrics():
+    assert bio_spans(["B-PER", "I-PER", "O", "B-LOC", "I-PER"]) == {(0, 2, "PER"), (3, 4, "LOC"), (4, 5, "PER")}
+    scores = span_f1([["B-X", "I-X", "O", "B-Y"]], [["B-X", "I-X", "O", "O"]])
+    assert scores["span_precision"] == 1.0 and scores["span_recall"] == 0.5 and scores["span_f1"] == pytest.approx(2 / 3)
+    assert macro_f1(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]), 2) == pytest.approx((2 / 3 + 0.8) / 2)
+
+
+def test_task_and_config_errors_name_the_field():
+    with pytest.raises(ConfigError, match=r"tasks: duplicate names"):
+        TrainConfig(output_dir="o", tasks=(TaskConfig(name="a"), TaskConfig(name="a"))).validate()
+    with pytest.raises(ConfigError, match=r"train_weights: 1 weights for 2 sources"):
+        TrainConfig.resolve(None, ["output_dir=o", "data.train=[a, b]", "data.train_weights=[1]"])
+
+
+def _check(specs, tasks=PRETRAINING, max_positions=512, fingerprint=None, verify=True):
+    sources = [data_lib.inspect_source(s) for s in specs]
+    return data_lib.check_sources(sources, tasks, max_positions, 30522, fingerprint, verify)
+
+
+def test_google_records_give_the_layout():
+    layout = _check([GOOGLE])
+    assert (layout.seq_length, layout.predictions) == (128, 20)
+
+
+def test_sequence_longer_than_the_model_is_refused():
+    with pytest.raises(data_lib.DataError, match=r"google_cpd_sample.tfrecord: sequence length 128 exceeds the model's max_positions 64"):
+        _check([GOOGLE], max_positions=64)
+
+
+def test_task_missing_from_records_is_refused():
+    with pytest.raises(data_lib.DataError, match=r"no source has the features of task 'sentiment' \(sentence\).*sentiment_labels"):
+        _check([GOOGLE], tasks=(TaskConfig(name="sentiment", kind="sentence", num_classes=2),))
+
+
+def test_corrupt_file_is_named(tmp_path):
+    bad = tmp_path / "part-00001.tfrecord"
+    data = open(GOOGLE, "rb").read()
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(data_lib.DataError, match=r"part-00001.tfrecord: corrupt TFRecord file"):
+        _check([str(bad)])
+    garbage = tmp_path / "garbage.tfrecord"
+    garbage.write_bytes(b"not a tfrecord at all, just text\n" * 4)
+    with pytest.raises(data_lib.DataError, match="garbage.tfrecord"):
+        _check([str(garbage)])
+
+
+def test_records_of_another_encoder_are_refused(tmp_path):
+    folder = tmp_path / "records"
+    folder.mkdir()
+    shutil.copy(GOOGLE, folder / "pretraining-00000-of-00001.tfrecord")
+    (folder / "manifest.json").write_text(json.dumps({
+        "shards": {"pretraining-00000-of-00001.tfrecord": 50}, "encoder": {"fingerprint": "wordpiece-aaaa", "vocab_size": 30522}}))
+    with pytest.raises(data_lib.DataError, match=r"manifest.json: records were made with encoder wordpiece-aaaa, the model's encoder is wordpiece-bbbb"):
+        _check([str(folder)], fingerprint="wordpiece-bbbb")
+    (folder / "manifest.json").write_text(json.dumps({"shards": {"pretraining-00000-of-00001.tfrecord": 49}}))
+    with pytest.raises(data_lib.DataError, match=r"50 records, but the manifest lists 49"):
+        _check([str(folder)])
+
+
+def test_sources_of_different_lengths_are_refused(tmp_path):
+    other = tmp_path / "short.tfrecord"
+    with tf.io.TFRecordWriter(str(other)) as writer:
+        feature = lambda v: tf.train.Feature(int64_list=tf.train.Int64List(value=v))  # noqa: E731
+        writer.write(tf.train.Example(features=tf.train.Features(feature={
+            "input_ids": feature([1] * 16), "input_mask": feature([1] * 16), "segment_ids": feature([0] * 16),
+            "masked_lm_positions": feature([1] * 20), "masked_lm_ids": feature([1] * 20),
+            "masked_lm_weights": tf.train.Feature(float_list=tf.train.FloatList(value=[1.0] * 20)),
+            "next_sentence_labels": feature([0])})).SerializeToString())
+    with pytest.raises(data_lib.DataError, match=r"sources disagree on the sequence length .*: 128, .*short.tfrecord: 16"):
+        _check([GOOGLE, str(other)])
