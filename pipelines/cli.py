@@ -58,6 +58,120 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pipeline_config(args: argparse.Namespace):
+    from pipelines.config import PipelineConfig  # noqa: PLC0415
+
+    return config_from_args(PipelineConfig, args)
+
+
+def _parameters(args: argparse.Namespace) -> dict:
+    import yaml  # noqa: PLC0415
+
+    params = {}
+    for item in args.param or []:
+        if "=" not in item:
+            raise ConfigError(f"--param {item!r}: expected NAME=VALUE")
+        key, value = item.split("=", 1)
+        params[key] = yaml.safe_load(value) if value.strip() else ""
+    return params
+
+
+def _pipeline_compile(args: argparse.Namespace) -> int:
+    from pipelines.definitions import compile_pipeline  # noqa: PLC0415
+
+    print(json.dumps({"output": compile_pipeline(_pipeline_config(args), args.output, target=args.target)}))
+    return 0
+
+
+def _pipeline_run(args: argparse.Namespace) -> int:
+    from pipelines.local import run_local  # noqa: PLC0415
+
+    result = run_local(_pipeline_config(args), args.pipeline_root, _parameters(args))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _submit_config(args: argparse.Namespace):
+    from pipelines.submit import SubmitConfig  # noqa: PLC0415
+
+    overrides = [(f"{k[len('sub__'):]}={v}", f"--{k[len('sub__'):]}") for k, v in vars(args).items()
+                 if k.startswith("sub__") and v is not None]
+    return SubmitConfig.resolve(args.submit_config, overrides)
+
+
+def _pipeline_submit(args: argparse.Namespace) -> int:
+    from pipelines.submit import submit  # noqa: PLC0415
+
+    print(json.dumps(submit(_pipeline_config(args), _submit_config(args), _parameters(args))))
+    return 0
+
+
+def _pipeline_schedule(args: argparse.Namespace) -> int:
+    from pipelines.submit import RetrainingSchedule, create_schedule, manage_schedules  # noqa: PLC0415
+
+    submit_config = _submit_config(args)
+    if args.action == "create":
+        schedule = RetrainingSchedule.resolve(None, [f"{k}={v}" for k, v in (
+            ("cron", args.cron), ("display_name", args.schedule_name), ("max_concurrent_runs", args.max_concurrent_runs),
+            ("start_time", args.start_time), ("end_time", args.end_time), ("max_runs", args.max_runs)) if v is not None])
+        print(json.dumps(create_schedule(_pipeline_config(args), submit_config, schedule, _parameters(args))))
+    else:
+        print(json.dumps(manage_schedules(submit_config, args.action, args.name or "")))
+    return 0
+
+
+def _add_submit_flags(parser: argparse.ArgumentParser) -> None:
+    from trainer.config import iter_leaf_fields  # noqa: PLC0415
+
+    from pipelines.submit import SubmitConfig  # noqa: PLC0415
+
+    group = parser.add_argument_group("SubmitConfig (where it runs)")
+    group.add_argument("--submit_config", metavar="FILE", help="YAML/JSON file of SubmitConfig fields")
+    for name, f, _ in iter_leaf_fields(SubmitConfig):
+        group.add_argument(f"--{name}", dest=f"sub__{name}", default=None, help=f.metadata.get("help", ""))
+
+
+def _add_pipeline_commands(commands) -> None:
+    from pipelines.config import PipelineConfig  # noqa: PLC0415
+
+    pipeline = commands.add_parser("pipeline", help="KFP pipelines: compile, run locally, submit, schedule")
+    actions = pipeline.add_subparsers(dest="pipeline_action", required=True)
+    param_help = "pipeline parameter NAME=VALUE (repeatable), e.g. --param task_a_train=gs://b/train.tsv"
+
+    compile_ = actions.add_parser("compile", help="write the pipeline YAML")
+    add_config_flags(compile_, PipelineConfig)
+    compile_.add_argument("--output", required=True, help="pipeline YAML to write")
+    compile_.add_argument("--target", choices=["vertex", "kubeflow", "local"], default="vertex")
+    compile_.set_defaults(run=_pipeline_compile)
+
+    run = actions.add_parser("run", help="run the whole pipeline here with kfp.local (DirectRunner, CPU)")
+    add_config_flags(run, PipelineConfig)
+    run.add_argument("--local", action="store_true", required=True, help="run locally (the only mode of `run`)")
+    run.add_argument("--pipeline_root", default="local_outputs", help="where artifacts go")
+    run.add_argument("--param", action="append", help=param_help)
+    run.set_defaults(run=_pipeline_run)
+
+    submit = actions.add_parser("submit", help="submit one run to Vertex AI Pipelines or a KFP server")
+    add_config_flags(submit, PipelineConfig)
+    _add_submit_flags(submit)
+    submit.add_argument("--param", action="append", help=param_help)
+    submit.set_defaults(run=_pipeline_submit)
+
+    schedule = actions.add_parser("schedule", help="recurring retraining: create, list, pause, resume, delete")
+    schedule.add_argument("action", choices=["create", "list", "pause", "resume", "delete"])
+    schedule.add_argument("name", nargs="?", help="schedule resource name / recurring run id (pause, resume, delete)")
+    add_config_flags(schedule, PipelineConfig)
+    _add_submit_flags(schedule)
+    schedule.add_argument("--cron", help="cron expression, e.g. '0 3 * * 1'")
+    schedule.add_argument("--schedule_name", help="schedule display name")
+    schedule.add_argument("--max_concurrent_runs", help="runs at the same time (default 1)")
+    schedule.add_argument("--start_time", help="RFC 3339 start time")
+    schedule.add_argument("--end_time", help="RFC 3339 end time")
+    schedule.add_argument("--max_runs", help="stop after this many runs")
+    schedule.add_argument("--param", action="append", help=param_help)
+    schedule.set_defaults(run=_pipeline_schedule)
+
+
 def step_configs():
     """Every step's config class, in the order the docs list them."""
     from trainer.checkpoints.convert import ConvertConfig  # noqa: PLC0415
@@ -68,9 +182,12 @@ def step_configs():
 
     from trainer.training.config import EvaluateConfig, TaskConfig, TrainConfig  # noqa: PLC0415
 
+    from pipelines.config import PipelineConfig  # noqa: PLC0415
+    from pipelines.submit import RetrainingSchedule, SubmitConfig  # noqa: PLC0415
+
     return [EncoderConfig, TransformerConfig, HeadConfig, ConvertConfig] + [
         config for config, _, _ in STEPS.values()
-    ] + [TrainConfig, TaskConfig, EvaluateConfig]
+    ] + [TrainConfig, TaskConfig, EvaluateConfig, PipelineConfig, SubmitConfig, RetrainingSchedule]
 
 
 def configuration_reference() -> str:
@@ -138,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     from trainer.training.cli import add_training_commands  # noqa: PLC0415
 
     add_training_commands(commands)
+    _add_pipeline_commands(commands)
 
     docs = commands.add_parser("config-docs", help="print (or write) the reference of every step's config fields")
     docs.add_argument("--output", help="write to this file instead of printing")

@@ -1,0 +1,128 @@
+"""Training throughput: our trainer (custom loop, XLA forward/backward, MLM head on masked positions only)
+vs keras-hub's BertBackbone + MaskedLMHead + an NSP head trained with ``fit`` (XLA), side by side.
+
+BERT-mini (4 layers, hidden 256, 4 heads, intermediate 1024, vocab 30522) or BERT-small (8 heads, hidden 512,
+intermediate 2048), batch 32, sequence 128, 20 masked positions, MLM + NSP, AdamW. Each system runs --runs
+times, interleaved; a run times --steps steps after --warmup steps. Reports the median examples/s, the ratio,
+and the fraction of a measured XLA matmul peak (the model's training FLOPs per example: 6 x parameters in
+matmuls x tokens, plus attention).
+
+    .venv/bin/python benchmarks/bench_train.py [--size mini|small] [--runs 3] [--steps 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+SIZES = {"mini": dict(hidden=256, layers=4, heads=4, intermediate=1024),
+         "small": dict(hidden=512, layers=4, heads=8, intermediate=2048)}
+VOCAB, LENGTH, PREDICTIONS, BATCH = 30522, 128, 20, 32
+
+
+def matmul_peak(n: int = 1024, repeats: int = 20) -> float:
+    a = tf.random.normal([n, n])
+    f = tf.function(lambda x: tf.matmul(x, x), jit_compile=True)
+    f(a).numpy()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        out = f(a)
+    out.numpy()
+    return 2 * n**3 * repeats / (time.perf_counter() - start)
+
+
+def training_flops(size: dict) -> float:
+    h, layers, inter = size["hidden"], size["layers"], size["intermediate"]
+    per_token = layers * (4 * h * h + 2 * h * inter) + h * h  # encoder matmuls (+ MLM transform, on masked only)
+    attention = layers * 2 * LENGTH * h  # QK^T and AV per token
+    forward = 2 * (per_token + attention) * LENGTH + 2 * PREDICTIONS * h * VOCAB
+    return 3 * forward  # forward + backward (2x)
+
+
+def ours(size: dict, steps: int, warmup: int) -> float:
+    from trainer.training.config import TrainConfig  # noqa: PLC0415
+    from trainer.training.loop import train  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory() as out:
+        config = TrainConfig.resolve(None, [
+            f"output_dir={out}", "data.synthetic=true", f"data.synthetic_seq_length={LENGTH}",
+            f"data.synthetic_predictions={PREDICTIONS}", f"data.global_batch_size={BATCH}",
+            f"model.hidden_size={size['hidden']}", f"model.num_layers={size['layers']}", f"model.num_heads={size['heads']}",
+            f"model.intermediate_size={size['intermediate']}", f"steps={warmup + steps}", f"log_every={warmup}",
+            f"checkpoint_every={warmup + steps}", f"runtime.steps_per_loop={warmup}", "export=false",
+        ])
+        history = train(config)["history"]
+    # history[0] covers warm-up (tracing, compilation); the rest are timed steps.
+    timed = [h for h in history[1:]]
+    return statistics.mean(h["examples_per_second"] for h in timed)
+
+
+def keras_hub_run(size: dict, steps: int, warmup: int) -> float:
+    import keras_hub  # noqa: PLC0415 - benchmark-only
+
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=VOCAB, num_layers=size["layers"], num_heads=size["heads"], hidden_dim=size["hidden"],
+        intermediate_dim=size["intermediate"], max_sequence_length=512)
+    ids = keras.Input((LENGTH,), dtype="int32", name="token_ids")
+    segments = keras.Input((LENGTH,), dtype="int32", name="segment_ids")
+    mask = keras.Input((LENGTH,), dtype="int32", name="padding_mask")
+    positions = keras.Input((PREDICTIONS,), dtype="int32", name="mask_positions")
+    out = backbone({"token_ids": ids, "segment_ids": segments, "padding_mask": mask})
+    mlm = keras_hub.layers.MaskedLMHead(vocabulary_size=VOCAB, token_embedding=backbone.token_embedding,
+                                        activation=None)(out["sequence_output"], mask_positions=positions)
+    nsp = keras.layers.Dense(2)(out["pooled_output"])
+    model = keras.Model([ids, segments, mask, positions], {"mlm": mlm, "nsp": nsp})
+    model.compile(optimizer=keras.optimizers.AdamW(1e-4, weight_decay=0.01, global_clipnorm=1.0),
+                  loss={"mlm": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                        "nsp": keras.losses.SparseCategoricalCrossentropy(from_logits=True)}, jit_compile=True)
+    rng = np.random.default_rng(0)
+    n = BATCH * (warmup + steps)
+    x = {"token_ids": rng.integers(0, VOCAB, (n, LENGTH)).astype("int32"),
+         "segment_ids": np.zeros((n, LENGTH), "int32"), "padding_mask": np.ones((n, LENGTH), "int32"),
+         "mask_positions": np.sort(rng.integers(1, LENGTH, (n, PREDICTIONS)), axis=1).astype("int32")}
+    y = {"mlm": rng.integers(0, VOCAB, (n, PREDICTIONS)).astype("int32"), "nsp": rng.integers(0, 2, (n,)).astype("int32")}
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH, drop_remainder=True).prefetch(2)
+    model.fit(data.take(warmup), verbose=0)
+    start = time.perf_counter()
+    model.fit(data.skip(warmup), verbose=0)
+    return steps * BATCH / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--size", choices=sorted(SIZES), default="mini")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    args = parser.parse_args()
+    size = SIZES[args.size]
+    results = {"ours": [], "keras_hub": []}
+    for _ in range(args.runs):
+        results["ours"].append(ours(size, args.steps, args.warmup))
+        results["keras_hub"].append(keras_hub_run(size, args.steps, args.warmup))
+    peak = matmul_peak()
+    flops = training_flops(size)
+    med = {k: statistics.median(v) for k, v in results.items()}
+    print(json.dumps({
+        "size": args.size, **size, "batch": BATCH, "length": LENGTH, "predictions": PREDICTIONS,
+        "examples_per_second": {k: round(v, 2) for k, v in med.items()},
+        "runs": {k: [round(x, 2) for x in v] for k, v in results.items()},
+        "ratio_ours_over_keras_hub": round(med["ours"] / med["keras_hub"], 3),
+        "matmul_peak_gflops": round(peak / 1e9, 1),
+        "fraction_of_peak": {k: round(v * flops / peak, 3) for k, v in med.items()},
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,262 @@
+"""What each KFP component does, as plain functions of paths and parameters (no KFP types), so the component
+bodies in :mod:`components.kfp_components` stay one call long and this logic is tested directly.
+
+Each step takes its typed config as YAML text (``config_yaml``, the same fields as the CLI's ``--config``) and
+the artifact paths KFP hands it; paths override the config's path fields.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+
+import yaml
+
+from trainer import fileio
+from trainer.config import Config
+
+REPORT_HTML = "report.html"
+REPORT_MARKDOWN = "report.md"
+
+
+def _config(cls: type[Config], config_yaml: str, **paths) -> Config:
+    data = yaml.safe_load(config_yaml or "") or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config_yaml of {cls.__name__}: must be a mapping, got {type(data).__name__}")
+    for key, value in paths.items():
+        node = data
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return cls.from_dict(data, source=f"{cls.__name__} config_yaml").validate()
+
+
+def corpus_files(path: str) -> list[str]:
+    """A corpus artifact is a file or a folder of text files."""
+    if os.path.isdir(path):
+        files = sorted(os.path.join(path, f) for f in os.listdir(path) if not f.startswith("."))
+        if not files:
+            raise ValueError(f"{path}: empty corpus folder")
+        return files
+    return [path]
+
+
+def train_vocabulary(corpus: str, output_dir: str, config_yaml: str = "") -> dict:
+    from components.preprocessing.vocabulary import VocabularyConfig  # noqa: PLC0415
+    from components.preprocessing.vocabulary import train_vocabulary as train  # noqa: PLC0415
+
+    config = _config(VocabularyConfig, config_yaml, inputs=corpus_files(corpus), output_dir=output_dir)
+    encoder = train(config)
+    return {"kind": encoder.kind, "vocab_size": encoder.vocab_size, "fingerprint": encoder.fingerprint}
+
+
+def preprocess_corpus(corpus: str, encoder_dir: str, output_dir: str, config_yaml: str = "",
+                      runner: str = "DirectRunner", beam_args: list | None = None) -> dict:
+    """Beam: DirectRunner in this process, or DataflowRunner launched from it (project, region, temp location
+    and worker image come in ``beam_args``)."""
+    from components.preprocessing.pretraining import PretrainingDataConfig, run  # noqa: PLC0415
+
+    config = _config(PretrainingDataConfig, config_yaml, inputs=corpus_files(corpus), output_dir=output_dir,
+                     **{"encoder.assets_dir": encoder_dir}, runner=runner, beam_args=list(beam_args or []))
+    manifest = run(config)
+    return {"records": manifest["records"], "shards": len(manifest["shards"]), **manifest["counts"]}
+
+
+def prepare_finetuning_data(data: str, encoder_dir: str, output_dir: str, config_yaml: str = "") -> dict:
+    from components.preprocessing.finetuning import FinetuningDataConfig, run  # noqa: PLC0415
+
+    config = _config(FinetuningDataConfig, config_yaml, inputs=corpus_files(data), output_dir=output_dir,
+                     **{"encoder.assets_dir": encoder_dir})
+    manifest = run(config)
+    return {"records": manifest["records"], "labels": len(manifest["labels"]), **manifest["counts"]}
+
+
+def convert_checkpoint(source: str, output_dir: str, config_yaml: str = "", reference_outputs: str = "") -> dict:
+    """Any supported checkpoint -> our model, verified by the round trip and (with references) output parity;
+    raises when either check fails, so the pipeline stops."""
+    from trainer.checkpoints.convert import ConvertConfig, convert  # noqa: PLC0415
+
+    paths = {"source": source, "output_dir": output_dir}
+    if reference_outputs:
+        paths["reference_outputs"] = reference_outputs
+    report = convert(_config(ConvertConfig, config_yaml, **paths))
+    return {"mapped": len(report.mapped), "ignored": len(report.ignored),
+            **{k: v for k, v in report.parity.items() if isinstance(v, (int, float))}}
+
+
+def train(output_dir: str, config_yaml: str = "", train_data: list | None = None, eval_data: list | None = None,
+          init_from: str = "", encoder_dir: str = "") -> dict:
+    from trainer.training.config import TrainConfig  # noqa: PLC0415
+    from trainer.training.loop import train as run  # noqa: PLC0415
+
+    paths: dict = {"output_dir": output_dir}
+    if train_data:
+        paths["data.train"] = list(train_data)
+    if eval_data:
+        paths["data.eval"] = list(eval_data)
+    if init_from:
+        paths["init_from"] = model_folder(init_from)
+    if encoder_dir:
+        paths["encoder_dir"] = encoder_dir
+    result = run(_config(TrainConfig, config_yaml, **paths))
+    return _flat_metrics(result.get("eval", {}), {"steps": result["step"], "examples_per_second": result["examples_per_second"]})
+
+
+def _flat_metrics(evaluation: dict, extra: dict | None = None) -> dict:
+    out = dict(extra or {})
+    for task, values in evaluation.items():
+        if isinstance(values, dict):
+            out.update({f"{task}.{k}": v for k, v in values.items() if isinstance(v, (int, float))})
+    return out
+
+
+def check_thresholds(metrics: dict, thresholds: dict) -> tuple[bool, list[str]]:
+    """Every ``task.metric: minimum`` must hold; -> (passed, reasons). Unknown metrics are errors."""
+    reasons = []
+    for key, minimum in thresholds.items():
+        if key not in metrics:
+            raise ValueError(f"thresholds: {key!r} is not a metric of this model (known: {sorted(metrics)})")
+        if metrics[key] < minimum:
+            reasons.append(f"{key} = {metrics[key]:.4f} < {minimum}")
+    return not reasons, reasons
+
+
+def evaluate(model_dir: str, output_dir: str, data: list | None = None, thresholds: dict | None = None,
+             baseline_dir: str = "") -> dict:
+    """Per-task metrics on records, the threshold gate, and a report (HTML + Markdown with PNG plots: loss
+    curves from the run's history, confusion matrices). ``baseline_dir``: another run to compare against."""
+    from trainer.training.config import EvaluateConfig  # noqa: PLC0415
+    from trainer.training.runs import evaluate_run  # noqa: PLC0415
+
+    export = model_folder(model_dir)
+    metrics = evaluate_run(EvaluateConfig(model_dir=export, data=tuple(data or ())))
+    flat = _flat_metrics(metrics)
+    passed, reasons = check_thresholds(flat, thresholds or {})
+    baseline = None
+    if baseline_dir:
+        baseline = evaluate_run(EvaluateConfig(model_dir=model_folder(baseline_dir), data=tuple(data or ())))
+    history_file = fileio.join(model_dir, "metrics.json")
+    history = json.loads(fileio.read_text(history_file)).get("history", []) if fileio.exists(history_file) else []
+    fileio.makedirs(output_dir)
+    write_report(output_dir, metrics, history, thresholds or {}, passed, reasons, baseline)
+    result = {"metrics": metrics, "flat": flat, "passed": passed, "reasons": reasons}
+    if baseline is not None:
+        result["baseline"] = baseline
+    fileio.atomic_write_text(fileio.join(output_dir, "metrics.json"), json.dumps(result, indent=2))
+    return result
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def plots(metrics: dict, history: list[dict]) -> dict[str, bytes]:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    images = {}
+    if history:
+        figure, axis = plt.subplots(figsize=(6, 3.5))
+        for key in sorted(k for k in history[0] if k.startswith("loss/")):
+            axis.plot([h["step"] for h in history], [h[key] for h in history], label=key[5:])
+        axis.set_xlabel("step"), axis.set_ylabel("training loss"), axis.legend(), axis.grid(alpha=0.3)
+        images["loss_curves.png"] = _png(figure)
+        plt.close(figure)
+    for task, values in metrics.items():
+        if isinstance(values, dict) and "confusion_matrix" in values:
+            matrix = values["confusion_matrix"]
+            labels = values.get("labels") or [str(i) for i in range(len(matrix))]
+            figure, axis = plt.subplots(figsize=(1.2 + 0.6 * len(labels), 1.0 + 0.6 * len(labels)))
+            axis.imshow(matrix, cmap="Blues")
+            axis.set_xticks(range(len(labels)), labels, rotation=45, ha="right"), axis.set_yticks(range(len(labels)), labels)
+            for i, row in enumerate(matrix):
+                for j, count in enumerate(row):
+                    axis.text(j, i, str(count), ha="center", va="center", fontsize=8)
+            axis.set_xlabel("predicted"), axis.set_ylabel("true"), axis.set_title(task)
+            images[f"confusion_{task}.png"] = _png(figure)
+            plt.close(figure)
+    return images
+
+
+def write_report(output_dir: str, metrics: dict, history: list, thresholds: dict, passed: bool, reasons: list,
+                 baseline: dict | None = None) -> None:
+    images = plots(metrics, history)
+    for name, data in images.items():
+        fileio.atomic_write_bytes(fileio.join(output_dir, name), data)
+    rows = []
+    for task, values in metrics.items():
+        if not isinstance(values, dict):
+            continue
+        for key, value in values.items():
+            if isinstance(value, (int, float)) and key != "weight":
+                base = baseline.get(task, {}).get(key) if baseline else None
+                rows.append((task, key, value, base))
+    header = "| task | metric | value |" + (" baseline |" if baseline else "")
+    lines = ["# Evaluation report", "", f"Examples: {metrics.get('examples')}; gate: "
+             + ("PASSED" if passed else "FAILED: " + "; ".join(reasons)), "",
+             header, "|---|---|---|" + ("---|" if baseline else "")]
+    for task, key, value, base in rows:
+        lines.append(f"| {task} | {key} | {value:.4f} |" + (f" {base:.4f} |" if base is not None else (" |" if baseline else "")))
+    if thresholds:
+        lines += ["", "Thresholds: " + ", ".join(f"{k} >= {v}" for k, v in thresholds.items())]
+    lines += [""] + [f"![{name}]({name})" for name in images]
+    fileio.atomic_write_text(fileio.join(output_dir, REPORT_MARKDOWN), "\n".join(lines) + "\n")
+    table = "".join(f"<tr><td>{t}</td><td>{k}</td><td>{v:.4f}</td>" + (f"<td>{b:.4f}</td>" if b is not None else "<td></td>" if baseline else "") + "</tr>"
+                    for t, k, v, b in rows)
+    pictures = "".join(f'<h3>{n}</h3><img src="data:image/png;base64,{base64.b64encode(d).decode()}"/>' for n, d in images.items())
+    html = (f"<html><head><meta charset='utf-8'><title>bertkeras evaluation</title></head><body>"
+            f"<h1>Evaluation report</h1><p>Examples: {metrics.get('examples')}. Gate: "
+            f"{'PASSED' if passed else 'FAILED: ' + '; '.join(reasons)}</p>"
+            f"<table border='1'><tr><th>task</th><th>metric</th><th>value</th>{'<th>baseline</th>' if baseline else ''}</tr>"
+            f"{table}</table>{pictures}</body></html>")
+    fileio.atomic_write_text(fileio.join(output_dir, REPORT_HTML), html)
+
+
+def model_folder(path: str) -> str:
+    """A training run folder's ``export/``, or the folder itself (a converted model)."""
+    export = fileio.join(path, "export")
+    return export if fileio.exists(fileio.join(export, "model.keras")) else path
+
+
+def copy_model_encoder(model_dir: str, output_dir: str) -> None:
+    from trainer.text.factory import load_encoder  # noqa: PLC0415
+
+    load_encoder(fileio.join(model_folder(model_dir), "encoder")).save(output_dir)
+
+
+def register_local(model_dir: str, registry_dir: str, display_name: str) -> str:
+    """Copies the export into ``<registry_dir>/<display_name>/v<N>/`` (N = next version); -> that folder."""
+    import shutil  # noqa: PLC0415
+
+    if not registry_dir:
+        raise ValueError("registry_dir: required for local registration")
+    root = os.path.join(registry_dir, display_name)
+    os.makedirs(root, exist_ok=True)
+    versions = [int(v[1:]) for v in os.listdir(root) if v.startswith("v") and v[1:].isdigit()]
+    target = os.path.join(root, f"v{max(versions, default=0) + 1}")
+    staging = target + ".partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(model_folder(model_dir), staging)
+    os.rename(staging, target)
+    return target
+
+
+def register(model_dir: str, project: str, region: str, display_name: str, serving_image: str,
+             artifact_uri: str = "", labels: dict | None = None) -> str:
+    """Uploads the exported SavedModel to the Vertex AI Model Registry; -> the model's resource name."""
+    from google.cloud import aiplatform  # noqa: PLC0415
+
+    aiplatform.init(project=project, location=region)
+    uri = artifact_uri or fileio.join(model_dir, "export", "serving")
+    if not uri.startswith("gs://"):
+        raise ValueError(f"register: the model must be on GCS for Vertex AI, got {uri}")
+    model = aiplatform.Model.upload(display_name=display_name, artifact_uri=uri,
+                                    serving_container_image_uri=serving_image, labels=labels or {})
+    return model.resource_name
