@@ -185,7 +185,7 @@ def _coerce(hint: Any, value: Any, name: str, source: str) -> Any:
     optional = type(None) in typing.get_args(hint)
     base = _base_type(hint)
     if value is None:
-        if optional:
+        if optional or hint is Any:
             return None
         raise ConfigError(f"{source}: field {name!r} must not be null")
     if isinstance(base, type) and issubclass(base, Config):
