@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 INFRA_VENV := .venv-infra
 
-.PHONY: setup test infra-check bench lock docs clean
+.PHONY: setup demo test infra-check bench lock docs clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,11 @@ $(STAMP): requirements.lock requirements-nodeps.lock pyproject.toml
 	$(UV) pip install -q --python $(BIN)/python --no-deps --require-hashes -r requirements-nodeps.lock
 	$(UV) pip install -q --python $(BIN)/python --no-deps -e .
 	touch $(STAMP)
+
+# The main job: raw KJV text -> converted MiniLM -> Beam records -> continued pretraining -> fine-tuning on two
+# tasks (+ a from-scratch baseline) -> evaluation report -> gate -> registered, served model. kfp.local, CPU.
+demo: setup
+	$(BIN)/python -m pipelines.demo --output demo_outputs
 
 test: setup infra-check
 	$(BIN)/python -m pytest -q

@@ -65,7 +65,7 @@ def train(train_data: Input[Dataset], model: Output[Model], metrics: Output[Metr
 def evaluate(model: Input[Model], eval_data: Input[Dataset], metrics: Output[Metrics],
              confusion: Output[ClassificationMetrics], report: Output[HTML], report_markdown: Output[Markdown],
              thresholds: dict = {}, extra_eval_data: Input[Dataset] = None,  # noqa: B006
-             baseline_model: Input[Model] = None) -> NamedTuple("EvaluationOutputs", passed=bool, summary=str):
+             baseline_model: Input[Model] = None, max_batches: int = 0) -> NamedTuple("EvaluationOutputs", passed=bool, summary=str):
     """Per-task metrics, plots and the threshold gate (``passed`` feeds ``dsl.If``)."""
     import json
     import os
@@ -77,7 +77,7 @@ def evaluate(model: Input[Model], eval_data: Input[Dataset], metrics: Output[Met
     data = [a.path for a in (eval_data, extra_eval_data) if a is not None]
     with tempfile.TemporaryDirectory() as tmp:
         result = pipeline_steps.evaluate(model.path, tmp, data, thresholds,
-                                         baseline_model.path if baseline_model is not None else "")
+                                         baseline_model.path if baseline_model is not None else "", max_batches)
         shutil.copy(os.path.join(tmp, pipeline_steps.REPORT_HTML), report.path)
         os.makedirs(os.path.dirname(report_markdown.path) or ".", exist_ok=True)
         shutil.copy(os.path.join(tmp, pipeline_steps.REPORT_MARKDOWN), report_markdown.path)

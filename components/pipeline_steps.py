@@ -125,19 +125,20 @@ def check_thresholds(metrics: dict, thresholds: dict) -> tuple[bool, list[str]]:
 
 
 def evaluate(model_dir: str, output_dir: str, data: list | None = None, thresholds: dict | None = None,
-             baseline_dir: str = "") -> dict:
+             baseline_dir: str = "", max_batches: int = 0) -> dict:
     """Per-task metrics on records, the threshold gate, and a report (HTML + Markdown with PNG plots: loss
     curves from the run's history, confusion matrices). ``baseline_dir``: another run to compare against."""
     from trainer.training.config import EvaluateConfig  # noqa: PLC0415
     from trainer.training.runs import evaluate_run  # noqa: PLC0415
 
     export = model_folder(model_dir)
-    metrics = evaluate_run(EvaluateConfig(model_dir=export, data=tuple(data or ())))
+    metrics = evaluate_run(EvaluateConfig(model_dir=export, data=tuple(data or ()), max_batches=max_batches))
     flat = _flat_metrics(metrics)
     passed, reasons = check_thresholds(flat, thresholds or {})
     baseline = None
     if baseline_dir:
-        baseline = evaluate_run(EvaluateConfig(model_dir=model_folder(baseline_dir), data=tuple(data or ())))
+        baseline = evaluate_run(EvaluateConfig(model_dir=model_folder(baseline_dir), data=tuple(data or ()),
+                                               max_batches=max_batches))
     history_file = fileio.join(model_dir, "metrics.json")
     history = json.loads(fileio.read_text(history_file)).get("history", []) if fileio.exists(history_file) else []
     fileio.makedirs(output_dir)
@@ -206,7 +207,8 @@ def write_report(output_dir: str, metrics: dict, history: list, thresholds: dict
         lines.append(f"| {task} | {key} | {value:.4f} |" + (f" {base:.4f} |" if base is not None else (" |" if baseline else "")))
     if thresholds:
         lines += ["", "Thresholds: " + ", ".join(f"{k} >= {v}" for k, v in thresholds.items())]
-    lines += [""] + [f"![{name}]({name})" for name in images]
+    # Images inline (data URIs), so the Markdown artifact is one self-contained file like the HTML one.
+    lines += [""] + [f"![{name}](data:image/png;base64,{base64.b64encode(data).decode()})" for name, data in images.items()]
     fileio.atomic_write_text(fileio.join(output_dir, REPORT_MARKDOWN), "\n".join(lines) + "\n")
     table = "".join(f"<tr><td>{t}</td><td>{k}</td><td>{v:.4f}</td>" + (f"<td>{b:.4f}</td>" if b is not None else "<td></td>" if baseline else "") + "</tr>"
                     for t, k, v, b in rows)

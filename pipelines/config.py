@@ -58,6 +58,7 @@ class PipelineConfig(Config):
     vocabulary: Any = option(None, "VocabularyConfig fields (pretraining without a checkpoint)")
     pretraining_data: Any = option(None, "PretrainingDataConfig fields")
     pretraining: Any = option(None, "TrainConfig fields of the pretraining run")
+    pretraining_eval_batches: int = option(20, "batches of the pretraining records the pretraining evaluation reads (0 = all)")
     finetuning_tasks: tuple[FinetuningTaskData, ...] = option((), "one or two fine-tuning tasks")
     finetuning: Any = option(None, "TrainConfig fields of the fine-tuning run (its tasks must match finetuning_tasks)")
     compare_from_scratch: bool = option(False, "finetuning: also train from scratch and report it beside the pretrained model")

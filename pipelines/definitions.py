@@ -43,15 +43,20 @@ def _import(uri, cls, name: str):
     return task.output
 
 
+def _convert_checkpoint(c, config: PipelineConfig, checkpoint_uri):
+    """-> (model, encoder) of the converted checkpoint (round trip and parity checked by the component)."""
+    checkpoint = _import(checkpoint_uri, Model, "import checkpoint")
+    convert = c.convert_checkpoint(checkpoint=checkpoint, reference_outputs=config.reference_outputs)
+    convert.set_display_name("convert checkpoint")
+    return convert.outputs["model"], convert.outputs["encoder"]
+
+
 def _pretraining_steps(c, train_op, config: PipelineConfig, corpus_uri, checkpoint_uri, vocabulary_yaml,
                        pretraining_data_yaml, pretraining_yaml):
     corpus = _import(corpus_uri, Dataset, "import corpus")
     init_model = None
     if config.checkpoint:
-        checkpoint = _import(checkpoint_uri, Model, "import checkpoint")
-        convert = c.convert_checkpoint(checkpoint=checkpoint, reference_outputs=config.reference_outputs)
-        convert.set_display_name("convert checkpoint")
-        encoder, init_model = convert.outputs["encoder"], convert.outputs["model"]
+        init_model, encoder = _convert_checkpoint(c, config, checkpoint_uri)
     else:
         vocabulary = c.train_vocabulary(corpus=corpus, config_yaml=vocabulary_yaml)
         vocabulary.set_display_name("train vocabulary")
@@ -62,7 +67,8 @@ def _pretraining_steps(c, train_op, config: PipelineConfig, corpus_uri, checkpoi
     kwargs = {"init_model": init_model} if init_model is not None else {}
     trained = train_op(train_data=records.outputs["records"], config_yaml=pretraining_yaml, encoder=encoder, **kwargs)
     trained.set_display_name("pretrain").set_caching_options(False)
-    evaluation = c.evaluate(model=trained.outputs["model"], eval_data=records.outputs["records"])
+    evaluation = c.evaluate(model=trained.outputs["model"], eval_data=records.outputs["records"],
+                            max_batches=config.pretraining_eval_batches)
     evaluation.set_display_name("evaluate pretraining")
     return trained.outputs["model"], encoder
 
@@ -146,10 +152,7 @@ def build_pipeline(config: PipelineConfig, target: str = "local"):
         if config.pipeline in ("finetuning", "full"):
             if config.pipeline == "finetuning":
                 if config.checkpoint:
-                    checkpoint = _import(checkpoint_uri, Model, "import checkpoint")
-                    convert = c.convert_checkpoint(checkpoint=checkpoint, reference_outputs=config.reference_outputs)
-                    convert.set_display_name("convert checkpoint")
-                    model, encoder = convert.outputs["model"], convert.outputs["encoder"]
+                    model, encoder = _convert_checkpoint(c, config, checkpoint_uri)
                 else:
                     model = _import(checkpoint_uri, Model, "import pretrained model")
                     encoder_task = c.model_encoder(model=model)

