@@ -296,7 +296,7 @@ class _FakeKfpServer:
                 if path.endswith("/recurringruns") and method == "POST":
                     return self._reply({"recurring_run_id": "rr-1", "display_name": body.get("display_name")})
                 if path.endswith("/recurringruns"):
-                    return self._reply({"recurring_runs": [{"recurring_run_id": "rr-1", "display_name": "bertkeras-retraining",
+                    return self._reply({"recurringRuns": [{"recurring_run_id": "rr-1", "display_name": "bertkeras-retraining",
                                                             "status": "ENABLED"}]})
                 return self._reply({})
 
@@ -329,7 +329,7 @@ def test_kubeflow_submit_and_recurring_runs_against_a_kfp_api_server():
         created = create_schedule(config, target, RetrainingSchedule(cron="0 3 * * 1", max_concurrent_runs=2))
         assert created["recurring_run_id"] == "rr-1"
         recurring = [b for m, p, b in server.requests if m == "POST" and p.startswith("/apis/v2beta1/recurringruns")][-1]
-        assert recurring["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 1" and recurring["max_concurrency"] == "2"
+        assert recurring["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 1" and int(recurring["max_concurrency"]) == 2
         assert manage_schedules(target, "list")[0]["name"] == "rr-1"
         manage_schedules(target, "pause", "rr-1")
         assert server.requests[-1][:2] == ("POST", "/apis/v2beta1/recurringruns/rr-1:disable")
