@@ -54,6 +54,8 @@ bench: setup
 	$(UV) pip install -q --python $(BIN)/python --require-hashes -r requirements-bench.lock
 	$(BIN)/python benchmarks/bench_encoders.py
 	$(BIN)/python benchmarks/bench_model.py
+	$(BIN)/python benchmarks/bench_train.py --size mini
+	$(BIN)/python benchmarks/bench_train.py --size small
 	$(BIN)/python benchmarks/bench_preprocess.py
 
 # Re-resolve the pinned set after editing pyproject.toml's dependencies.
