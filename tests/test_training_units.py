@@ -115,3 +115,22 @@ def test_sources_of_different_lengths_are_refused(tmp_path):
             "next_sentence_labels": feature([0])})).SerializeToString())
     with pytest.raises(data_lib.DataError, match=r"sources disagree on the sequence length .*: 128, .*short.tfrecord: 16"):
         _check([GOOGLE, str(other)])
+
+
+def test_one_run_moves_from_lm_pretraining_to_finetuning_by_schedule(tmp_path):
+    """The seed's two phases as one run: the MLM weight ramps 1 -> 0 while the classifier's ramps 0 -> 1."""
+    from trainer.training.loop import train  # noqa: PLC0415
+
+    config = TrainConfig.resolve(None, [
+        f"output_dir={tmp_path}", "data.synthetic=true", "data.synthetic_seq_length=16", "data.synthetic_predictions=3",
+        "data.global_batch_size=4", "steps=20", "log_every=10", "runtime.steps_per_loop=1", "export=false",
+        "model.vocab_size=50", "model.hidden_size=16", "model.num_layers=1", "model.num_heads=2",
+        "model.intermediate_size=32", "model.max_positions=16",
+        "tasks=[{name: masked_lm, kind: masked_lm, weight: {kind: linear, value: 1, end_value: 0, start_step: 0, end_step: 19}},"
+        " {name: topic, kind: sentence, num_classes: 3, weight: {kind: linear, value: 0, end_value: 1, start_step: 0, end_step: 19}}]",
+    ])
+    history = train(config)["history"]
+    assert [(h["weight/masked_lm"], h["weight/topic"]) for h in history] == [
+        (round(1 - 10 / 19, 4), round(10 / 19, 4)), (0.0, 1.0)]
+    last = history[-1]  # the last step (global step 19): only the classifier's loss counts
+    assert last["loss/loss"] == pytest.approx(last["loss/topic"], rel=1e-4) and last["loss/masked_lm"] > 1.0
