@@ -13,6 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info line
 from trainer.checkpoints.common import CheckpointError  # noqa: E402
 from trainer.config import ConfigError, add_config_flags, config_from_args  # noqa: E402
 from trainer.text.base import EncoderError  # noqa: E402
+from trainer.training.config import TrainingError  # noqa: E402
 
 
 def _encoder_encode(args: argparse.Namespace) -> int:
@@ -268,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ConfigError, EncoderError, CheckpointError, ValueError) as err:
+    except (ConfigError, EncoderError, CheckpointError, ValueError, TrainingError) as err:
         print(f"bertkeras: error: {err}", file=sys.stderr)
         return 2
 

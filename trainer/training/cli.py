@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys  # noqa: PLC0415
 
     from trainer.config import ConfigError  # noqa: PLC0415
+    from trainer.training.config import TrainingError  # noqa: PLC0415
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(prog="python -m trainer", description="bertkeras trainer (the container's entry point)")
@@ -59,6 +60,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ConfigError, ValueError, RuntimeError) as err:
+    except (ConfigError, ValueError, TrainingError) as err:
         print(f"trainer: error: {err}", file=sys.stderr)
         return 2

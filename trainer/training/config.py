@@ -14,6 +14,10 @@ from typing import Literal
 from trainer.config import Config, option
 from trainer.model.config import TransformerConfig
 
+class TrainingError(RuntimeError):
+    """The run cannot start or continue; the message says why."""
+
+
 TaskKind = Literal["masked_lm", "causal_lm", "next_sentence", "sentence", "token"]
 LM_KINDS = ("masked_lm", "causal_lm", "next_sentence")
 

@@ -29,7 +29,7 @@ from trainer import features, fileio
 from trainer.model.builder import build_model, config_from_model, transfer_weights
 from trainer.training import data as data_lib
 from trainer.training import tasks as tasks_lib
-from trainer.training.config import RuntimeConfig, TrainConfig
+from trainer.training.config import RuntimeConfig, TrainConfig, TrainingError
 from trainer.training.metrics import evaluate
 
 log = logging.getLogger("bertkeras.train")
@@ -40,10 +40,6 @@ CHECKPOINT_DIR = "checkpoints"
 METRICS_FILE = "metrics.json"
 TRAINING_CONFIG_FILE = "training_config.yaml"
 NO_DECAY = ["bias", "gamma", "beta", "embeddings_layer_norm", "layer_norm", "_norm"]
-
-
-class TrainingError(RuntimeError):
-    """The run cannot start or continue; the message says why."""
 
 
 # --- strategy ------------------------------------------------------------------------------------------------
