@@ -337,3 +337,34 @@ def test_kubeflow_submit_and_recurring_runs_against_a_kfp_api_server():
         assert server.requests[-1][:2] == ("DELETE", "/apis/v2beta1/recurringruns/rr-1")
     finally:
         server.server.shutdown()
+
+
+def test_register_uploads_the_serving_model_to_the_vertex_model_registry(vertex, monkeypatch):
+    from google.cloud.aiplatform_v1.services.model_service.transports.grpc import ModelServiceGrpcTransport  # noqa: PLC0415
+    from google.cloud.aiplatform_v1.types import Model, UploadModelResponse  # noqa: PLC0415
+    from google.longrunning import operations_pb2  # noqa: PLC0415
+    from google.protobuf import any_pb2  # noqa: PLC0415
+
+    from components.pipeline_steps import register  # noqa: PLC0415
+
+    sent = []
+    name = "projects/test-project/locations/us-central1/models/7"
+
+    def upload(request, timeout=None, metadata=(), **kwargs):
+        sent.append(request)
+        response = any_pb2.Any()
+        response.Pack(UploadModelResponse.pb(UploadModelResponse(model=name, model_version_id="1")))
+        return operations_pb2.Operation(name=f"{name}/operations/1", done=True, response=response)
+
+    def get_model(request, timeout=None, metadata=(), **kwargs):
+        return Model(name=name, display_name="kjv", version_id="1")
+
+    monkeypatch.setattr(ModelServiceGrpcTransport, "upload_model", property(lambda _self: upload))
+    monkeypatch.setattr(ModelServiceGrpcTransport, "get_model", property(lambda _self: get_model))
+    image = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-17:latest"
+    assert register("gs://models/run-1", "test-project", "us-central1", "kjv", image) == name
+    model = sent[-1].model
+    assert model.artifact_uri == "gs://models/run-1/export/serving" and model.display_name == "kjv"
+    assert model.container_spec.image_uri == image
+    with pytest.raises(ValueError, match="must be on GCS"):
+        register("/tmp/run-1", "test-project", "us-central1", "kjv", image)
