@@ -145,3 +145,40 @@ def test_export_command_rebuilds_from_the_last_checkpoint(finetuned):
     assert result["checkpoint"].endswith("ckpt-240")
     after = [np.asarray(w) for w in keras.saving.load_model(str(out / "export" / "model.keras")).get_weights()]
     assert all(np.array_equal(a, b) for a, b in zip(before, after))
+
+
+def test_dynamic_masking_turns_task_records_into_mlm_examples(finetuning_data, tmp_path):
+    """tensorflow-text masking on the fly: labelled records feed a masked-LM task beside their own task."""
+    from trainer.text.factory import load_encoder  # noqa: PLC0415
+    from trainer.training import data as data_lib  # noqa: PLC0415
+    from trainer.training.loop import dynamic_masking, prepare_sources  # noqa: PLC0415
+
+    d = finetuning_data
+    config = TrainConfig.resolve(None, [
+        f"output_dir={tmp_path}", f"encoder_dir={d['encoder']}", f"data.train=[{d['question_train']}]",
+        "data.dynamic_masking=true", "data.max_predictions=5", "data.global_batch_size=16", "steps=6", "log_every=3",
+        "export=false", "tasks=[{name: masked_lm, kind: masked_lm}, {name: question, kind: sentence}]", *TINY,
+    ])
+    from trainer.model.config import TransformerConfig  # noqa: PLC0415
+
+    sources, layout = prepare_sources(config, config.data.train, TransformerConfig(max_positions=128), None,
+                                      "data.train", d["encoder"])
+    assert layout.predictions == 5 and layout.masking == dynamic_masking(config, d["encoder"])
+    batch = next(iter(data_lib.make_dataset(sources, layout, config.data, 64, training=False)))
+    originals = next(iter(data_lib.make_dataset(sources, data_lib.Layout(SEQ, 0, (config.tasks[1],)), config.data, 64,
+                                                training=False)))["token_ids"].numpy()
+    mask_id = load_encoder(d["encoder"]).special.id("mask")
+    weights, positions = batch["masked_lm_weights"].numpy(), batch["masked_positions"].numpy()
+    labels, ids = batch["masked_lm_labels"].numpy(), batch["token_ids"].numpy()
+    chosen = weights > 0
+    assert chosen.sum() >= 64  # ~15% of each verse, at least one per example
+    rows = np.nonzero(chosen)[0]
+    picked = positions[chosen]
+    assert np.array_equal(labels[chosen], originals[rows, picked])  # targets are the original tokens
+    assert not np.isin(originals[rows, picked], [0, 101, 102]).any()  # never [PAD]/[CLS]/[SEP]
+    assert 0.6 <= np.mean(ids[rows, picked] == mask_id) <= 0.95  # ~80% become [MASK]
+    unchanged = np.ones_like(ids, bool)
+    unchanged[rows, picked] = False
+    assert np.array_equal(ids[unchanged], originals[unchanged])
+    result = train(config)
+    assert result["step"] == 6 and np.isfinite(result["history"][-1]["loss/masked_lm"])

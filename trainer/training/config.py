@@ -83,6 +83,9 @@ class DataConfig(Config):
     shuffle_buffer: int = option(10000, "records in the shuffle buffer")
     seed: int = option(0, "seed of shuffling, sampling and synthetic data; the input order is a function of it")
     verify_records: bool = option(True, "before training, read every shard once: catches corrupt files early")
+    dynamic_masking: bool = option(False, "make masked-LM targets on the fly (tensorflow-text, BERT's 80/10/10) for records without MLM features; needs the encoder")
+    masked_lm_prob: float = option(0.15, "dynamic masking: share of tokens selected")
+    max_predictions: int = option(20, "dynamic masking: masked positions per example (when no source has MLM features)")
 
     def check(self) -> list[str]:
         errors = []

@@ -54,12 +54,23 @@ class Source:
 
 
 @dataclasses.dataclass(frozen=True)
+class DynamicMasking:
+    """Masked-LM targets made on the fly (tensorflow-text) for records that carry token ids but no MLM features."""
+
+    vocab_size: int
+    mask_id: int
+    unselectable_ids: tuple[int, ...]
+    rate: float = 0.15
+
+
+@dataclasses.dataclass(frozen=True)
 class Layout:
     """Static shapes shared by every source: what one example looks like to the model and the losses."""
 
     seq_length: int
     predictions: int
     tasks: tuple[TaskConfig, ...]
+    masking: DynamicMasking | None = None
 
 
 def _glob(pattern: str) -> list[str]:
@@ -168,9 +179,11 @@ def required_features(task: TaskConfig, seq_length: int, predictions: int) -> di
     return needed
 
 
-def _feeds(source: Source, task: TaskConfig, layout_len: int, predictions: int) -> bool:
+def _feeds(source: Source, task: TaskConfig, layout_len: int, predictions: int, masking=None) -> bool:
     if task.kind == "causal_lm":
         return source.kind == "causal"
+    if task.kind == "masked_lm" and masking is not None and features.MASKED_LM_IDS not in source.feature_lengths:
+        return source.kind != "causal"
     needed = required_features(task, layout_len, predictions)
     present = [name for name in needed if name in source.feature_lengths]
     if not present:
@@ -188,6 +201,7 @@ def _feeds(source: Source, task: TaskConfig, layout_len: int, predictions: int) 
 def check_sources(
     sources: Sequence[Source], tasks: Sequence[TaskConfig], max_positions: int, vocab_size: int,
     encoder_fingerprint: str | None, verify: bool, role: str = "data.train",
+    masking: DynamicMasking | None = None, dynamic_predictions: int = 20,
 ) -> Layout:
     """Checks that the sources can train ``tasks`` on the model; -> the common layout."""
     lengths = {s.seq_length for s in sources}
@@ -202,6 +216,8 @@ def check_sources(
     if len(predictions) > 1:
         raise DataError(f"{role}: sources disagree on masked_lm_positions length {sorted(predictions)}")
     n_predictions = predictions.pop() if predictions else 0
+    if masking is not None and not n_predictions and any(t.kind == "masked_lm" for t in tasks):
+        n_predictions = dynamic_predictions
     for source in sources:
         for name in (features.INPUT_MASK, features.SEGMENT_IDS):
             if name in source.feature_lengths and source.feature_lengths[name] != source.feature_lengths[features.INPUT_IDS]:
@@ -215,14 +231,14 @@ def check_sources(
             raise DataError(f"{source.folder}/{features.MANIFEST_FILE}: encoder vocabulary of {encoder['vocab_size']} "
                             f"tokens exceeds the model's vocab_size {vocab_size}")
     for task in tasks:
-        if not any(_feeds(s, task, seq_length, n_predictions) for s in sources):
+        if not any(_feeds(s, task, seq_length, n_predictions, masking) for s in sources):
             raise DataError(f"{role}: no source has the features of task {task.name!r} ({task.kind}): needs "
                             f"{sorted(required_features(task, seq_length, n_predictions))}; sources: "
                             + "; ".join(f"{s.spec} ({s.kind})" for s in sources))
     if verify:
         for source in sources:
             verify_shards(source)
-    return Layout(seq_length, n_predictions, tuple(tasks))
+    return Layout(seq_length, n_predictions, tuple(tasks), masking)
 
 
 # --- parsing into the layout ---------------------------------------------------------------------------------
@@ -252,6 +268,11 @@ def _parse(serialized, source: Source, layout: Layout):
         SEGMENT_IDS: ex.get(features.SEGMENT_IDS, tf.zeros([n], tf.int32)),
     }
     zeros_n, zeros_nf = tf.zeros([n], tf.int32), tf.zeros([n], tf.float32)
+    if p and layout.masking is not None and features.MASKED_LM_IDS not in ex and source.kind != "causal":
+        masked_ids, positions, originals, weights = _mask_dynamically(out[TOKEN_IDS], out[PADDING_MASK], p, layout.masking)
+        out[TOKEN_IDS] = masked_ids
+        ex[features.MASKED_LM_POSITIONS], ex[features.MASKED_LM_IDS], ex[features.MASKED_LM_WEIGHTS] = (
+            positions, originals, weights)
     if p:
         out[MASKED_POSITIONS] = ex.get(features.MASKED_LM_POSITIONS, tf.zeros([p], tf.int32))
     for task in layout.tasks:
@@ -276,6 +297,27 @@ def _parse(serialized, source: Source, layout: Layout):
             out[labels] = ex[labels] if labels in ex else zeros_n
             out[weights] = ex[weights] if labels in ex else zeros_nf
     return out
+
+
+def _mask_dynamically(ids, mask, predictions: int, masking: DynamicMasking):
+    """BERT's 80/10/10 masking of one example with tensorflow-text; -> (ids, positions, original ids, weights)."""
+    import tensorflow_text as tf_text  # noqa: PLC0415
+
+    length = tf.reduce_sum(mask)
+    ragged = tf.RaggedTensor.from_tensor(ids[None, :], lengths=tf.reshape(length, [1]))
+    selector = tf_text.RandomItemSelector(max_selections_per_batch=predictions, selection_rate=masking.rate,
+                                          unselectable_ids=list(masking.unselectable_ids))
+    chooser = tf_text.MaskValuesChooser(masking.vocab_size, masking.mask_id, mask_token_rate=0.8, random_token_rate=0.1)
+    masked, positions, originals = tf_text.mask_language_model(ragged, selector, chooser)
+    n = tf.shape(ids)[0]
+    masked_ids = tf.concat([masked.flat_values, ids[length:]], 0)
+    count = tf.shape(positions.flat_values)[0]
+    pad = predictions - count
+    positions = tf.pad(tf.cast(positions.flat_values, tf.int32), [[0, pad]])
+    originals = tf.pad(tf.cast(originals.flat_values, tf.int32), [[0, pad]])
+    weights = tf.cast(tf.range(predictions) < count, tf.float32)
+    return tf.ensure_shape(tf.reshape(masked_ids, [n]), ids.shape), tf.ensure_shape(positions, [predictions]), \
+        tf.ensure_shape(originals, [predictions]), weights
 
 
 def _records(source: Source, index: int, seed: int, shuffle_buffer: int, training: bool) -> tf.data.Dataset:

@@ -205,10 +205,27 @@ def encoder_of(encoder_dir: str, init_from: str = "") -> tuple[str | None, str |
     return None, None
 
 
-def prepare_sources(config: TrainConfig, specs, model_config, fingerprint, role: str):
+def dynamic_masking(config: TrainConfig, encoder_dir: str | None):
+    """The masking spec from the model's encoder (mask and special token ids), when dynamic masking is on."""
+    if not config.data.dynamic_masking:
+        return None
+    if encoder_dir is None:
+        raise TrainingError("data.dynamic_masking: needs the encoder (encoder_dir or init_from/encoder) for the mask token")
+    from trainer.text.factory import load_encoder  # noqa: PLC0415
+
+    encoder = load_encoder(encoder_dir)
+    special = encoder.special
+    unselectable = tuple(special.id(name) for name in ("pad", "start", "end", "delimiter") if getattr(special, name))
+    return data_lib.DynamicMasking(encoder.vocab_size, special.id("mask"), tuple(sorted(set(unselectable))),
+                                   config.data.masked_lm_prob)
+
+
+def prepare_sources(config: TrainConfig, specs, model_config, fingerprint, role: str, encoder_dir: str | None = None):
     sources = [data_lib.inspect_source(s) for s in specs]
     layout = data_lib.check_sources(sources, config.tasks, model_config.max_positions, model_config.vocab_size,
-                                    fingerprint, config.data.verify_records, role=role)
+                                    fingerprint, config.data.verify_records, role=role,
+                                    masking=dynamic_masking(config, encoder_dir),
+                                    dynamic_predictions=config.data.max_predictions)
     return sources, layout
 
 
@@ -230,7 +247,7 @@ def train(config: TrainConfig) -> dict:
         layout = data_lib.Layout(config.data.synthetic_seq_length, predictions, config.tasks)
         label_folders = []
     else:
-        sources, layout = prepare_sources(config, config.data.train, model_config, fingerprint, "data.train")
+        sources, layout = prepare_sources(config, config.data.train, model_config, fingerprint, "data.train", encoder_dir)
         label_folders = [s.folder for s in sources]
     num_classes, label_names = resolve_classes(config, label_folders)
     replicas = strategy.num_replicas_in_sync
@@ -334,8 +351,8 @@ def train(config: TrainConfig) -> dict:
         return result
     if chief:
         if config.data.eval and kind != "tpu":
-            eval_sources, eval_layout = prepare_sources(config, config.data.eval, model_config, fingerprint, "data.eval")
-            eval_layout = data_lib.Layout(eval_layout.seq_length, eval_layout.predictions, config.tasks)
+            eval_sources, eval_layout = prepare_sources(config, config.data.eval, model_config, fingerprint, "data.eval",
+                                                        encoder_dir)
             dataset = data_lib.make_dataset(eval_sources, eval_layout, config.data, global_batch, training=False)
             result["eval"] = evaluate(model, dataset, eval_layout, label_names, num_classes, config.eval_batches)
         if config.export:
