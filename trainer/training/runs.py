@@ -34,8 +34,8 @@ def evaluate_run(config: EvaluateConfig) -> dict:
     model = load_base_model(config.model_dir)
     from trainer.model.builder import config_from_model  # noqa: PLC0415
 
-    _, fingerprint = encoder_of(_encoder_dir(config.model_dir))
-    sources, layout = prepare_sources(run, specs, config_from_model(model), fingerprint, "data")
+    encoder_dir, fingerprint = encoder_of(_encoder_dir(config.model_dir))
+    sources, layout = prepare_sources(run, specs, config_from_model(model), fingerprint, "data", encoder_dir)
     num_classes, names = resolve_classes(run, [config.model_dir] + [s.folder for s in sources])
     dataset = data_lib.make_dataset(sources, layout, run.data, config.batch_size, training=False)
     metrics = evaluate(model, dataset, layout, names, num_classes, config.max_batches)
