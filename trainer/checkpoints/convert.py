@@ -20,9 +20,9 @@ from trainer import fileio
 from trainer.checkpoints import bert, openai_gpt
 from trainer.checkpoints.common import CheckpointError, ConversionReport
 from trainer.config import Config, option
+from trainer.model.saving import MODEL_FILE, save_model
 
 SourceFormat = Literal["auto", "google_tf1", "huggingface", "openai_gpt"]
-MODEL_FILE = "model.keras"
 REPORT_FILE = "conversion_report.json"
 ENCODER_DIR = "encoder"
 
@@ -175,11 +175,7 @@ def convert(config: ConvertConfig) -> ConversionReport:
     if config.reference_outputs:
         reference_parity(model, config.reference_outputs, config.parity_tolerance, report)
     fileio.makedirs(config.output_dir)
-    with tempfile.TemporaryDirectory() as tmp:
-        local = os.path.join(tmp, MODEL_FILE)
-        model.save(local)
-        with open(local, "rb") as f:
-            fileio.atomic_write_bytes(fileio.join(config.output_dir, MODEL_FILE), f.read())
+    save_model(model, fileio.join(config.output_dir, MODEL_FILE))
     if encoder is not None:
         encoder.save(fileio.join(config.output_dir, ENCODER_DIR))
     config.save(fileio.join(config.output_dir, "config.yaml"))

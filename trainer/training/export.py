@@ -9,17 +9,15 @@ LM heads are training heads and are not served.
 
 from __future__ import annotations
 
-import os
-import tempfile
 
 import keras
 import tensorflow as tf
 import tensorflow_text as tf_text
 
 from trainer import features, fileio
+from trainer.model.saving import MODEL_FILE, save_model
 from trainer.training.config import TrainConfig
 
-MODEL_FILE = "model.keras"
 SERVING_DIR = "serving"
 EXPORT_DIR = "export"
 
@@ -83,14 +81,6 @@ class ServingModule(tf.Module):
         return self._run([text, text_b])
 
 
-def _save_keras(model, path: str) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        local = os.path.join(tmp, MODEL_FILE)
-        model.save(local)
-        with open(local, "rb") as f:
-            fileio.atomic_write_bytes(path, f.read())
-
-
 def _save_tree(build, final: str) -> None:
     """Writes a folder beside ``final`` then swaps it in, so a reader never sees half a SavedModel."""
     staging = final.rstrip("/") + ".partial"
@@ -117,7 +107,7 @@ def export_model(model, config: TrainConfig, layout, encoder_dir: str | None, la
         serving_model.set_weights(model.get_weights())
     finally:
         keras.mixed_precision.set_global_policy(policy)
-    _save_keras(serving_model, fileio.join(out, MODEL_FILE))
+    save_model(serving_model, fileio.join(out, MODEL_FILE))
     config.save(fileio.join(out, "training_config.yaml"))
     for task, names in label_names.items():
         fileio.atomic_write_text(fileio.join(out, task + features.LABELS_FILE_SUFFIX), "\n".join(names) + "\n")

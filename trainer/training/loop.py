@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import signal
 import sys
@@ -22,20 +21,17 @@ import threading
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from trainer import features, fileio
 from trainer.model.builder import build_model, config_from_model, transfer_weights
+from trainer.model.saving import MODEL_FILE, load_model
 from trainer.training import data as data_lib
 from trainer.training import tasks as tasks_lib
 from trainer.training.config import RuntimeConfig, TrainConfig, TrainingError
 from trainer.training.metrics import evaluate
 
 log = logging.getLogger("bertkeras.train")
-MODEL_FILE = "model.keras"
-EXPORT_DIR = "export"
-SERVING_DIR = "serving"
 CHECKPOINT_DIR = "checkpoints"
 METRICS_FILE = "metrics.json"
 TRAINING_CONFIG_FILE = "training_config.yaml"
@@ -153,13 +149,7 @@ def load_base_model(init_from: str) -> keras.Model:
     path = init_from if init_from.endswith(".keras") else fileio.join(init_from, MODEL_FILE)
     if not fileio.exists(path):
         raise TrainingError(f"init_from: {path} not found (expected a folder with {MODEL_FILE})")
-    with tempfile.TemporaryDirectory() as tmp:
-        local = path
-        if fileio.is_remote(path):
-            local = os.path.join(tmp, MODEL_FILE)
-            with open(local, "wb") as f:
-                f.write(fileio.read_bytes(path))
-        return keras.saving.load_model(local, safe_mode=True)
+    return load_model(path)
 
 
 def build_training_model(config: TrainConfig, num_classes: dict[str, int], base: keras.Model | None):
