@@ -20,19 +20,18 @@ import time
 from typing import Literal
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.io import fileio as beam_fileio
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from components.preprocessing.beam_options import pipeline_options
 from components.preprocessing.corpus import NAMESPACE, FileRange, ReadDocuments, dead_letter
+from components.preprocessing.examples import serialize_examples
 from components.preprocessing.pretraining import (
     PreprocessError,
     _counters,
-    _float_feature,
-    _int_feature,
     _shard_counts,
-    _tf,
     expand_inputs,
 )
 from trainer import features, fileio
@@ -139,27 +138,42 @@ class EncodeExamples(beam.DoFn):
         self.start = self.encoder.special.id("start")
         self.end = self.encoder.special.id("end")
 
-    def _example(self, ids, segments, labels, weights, index=None) -> bytes:
-        tf = _tf()
+    def _serialize(self, rows: list[tuple]) -> list[bytes]:
+        """(ids, segments, labels, weights, index or None) rows -> records, zero-padded to max_seq_length."""
         config, task = self.config, self.config.task
-        pad = config.max_seq_length - len(ids)
-        feature = {
-            features.INPUT_IDS: _int_feature(ids + [0] * pad),
-            features.INPUT_MASK: _int_feature([1] * len(ids) + [0] * pad),
-            features.SEGMENT_IDS: _int_feature(segments + [0] * pad),
-            features.task_labels(task): _int_feature(labels),
-            features.task_weights(task): _float_feature(weights),
+        n, length = len(rows), config.max_seq_length
+        label_width = 1 if config.level == "sentence" else length
+        ids, segments = np.zeros((n, length), np.int64), np.zeros((n, length), np.int64)
+        labels, weights = np.zeros((n, label_width), np.int64), np.zeros((n, label_width), np.float32)
+        lengths = np.empty(n, np.int64)
+        for row, (row_ids, row_segments, row_labels, row_weights, _) in enumerate(rows):
+            lengths[row] = len(row_ids)
+            ids[row, : len(row_ids)] = row_ids
+            segments[row, : len(row_segments)] = row_segments
+            labels[row, : len(row_labels)] = row_labels
+            weights[row, : len(row_weights)] = row_weights
+        columns = {
+            features.INPUT_IDS: ids,
+            features.INPUT_MASK: (np.arange(length) < lengths[:, None]).astype(np.int64),
+            features.SEGMENT_IDS: segments,
+            features.task_labels(task): labels,
+            features.task_weights(task): weights,
         }
-        if index is not None:
-            feature[features.task_index(task)] = _int_feature([index])
-        return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
+        if config.level == "sentence":
+            columns[features.task_index(task)] = np.array([[r[4]] for r in rows], np.int64)
+        return serialize_examples(columns)
 
     def process(self, batch, labels):
         label_ids = {label: i for i, label in enumerate(labels)}
-        if self.config.level == "sentence":
-            yield from self._sentences(batch, label_ids)
-        else:
-            yield from self._tokens(batch, label_ids)
+        rows = []
+        for item in (self._sentences if self.config.level == "sentence" else self._tokens)(batch, label_ids):
+            if isinstance(item, tuple):
+                rows.append(item)
+            else:
+                yield item
+        if rows:
+            self.examples.inc(len(rows))
+            yield from self._serialize(rows)
 
     def _sentences(self, batch, label_ids):
         texts = [t for text, text_b, _ in batch for t in (text, text_b)]
@@ -179,8 +193,7 @@ class EncodeExamples(beam.DoFn):
             ids = [self.start, *a, self.end] + ([*b, self.end] if text_b else [])
             segments = [0] * (len(a) + 2) + ([1] * (len(b) + 1) if text_b else [])
             index = 0 if self.config.extraction_index == "first" else len(ids) - 1
-            self.examples.inc()
-            yield self._example(ids, segments, [label_ids[label]], [1.0], index)
+            yield ids, segments, [label_ids[label]], [1.0], index
 
     def _tokens(self, batch, label_ids):
         words = [w for sentence in batch for w, _ in sentence]
@@ -208,9 +221,7 @@ class EncodeExamples(beam.DoFn):
             ids.append(self.end)
             labels.append(0)
             weights.append(0.0)
-            pad = self.config.max_seq_length - len(ids)
-            self.examples.inc()
-            yield self._example(ids, [0] * len(ids), labels + [0] * pad, weights + [0.0] * pad)
+            yield ids, [0] * len(ids), labels, weights, None
 
 
 def _conll_sentences(batch):

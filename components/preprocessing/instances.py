@@ -1,14 +1,19 @@
-"""Training instances from tokenized documents: Google BERT's algorithm, written as pure functions.
+"""Training instances from tokenized documents: Google BERT's algorithm, planned per document in Python and
+packed, masked and serialized for a whole batch of documents at once with numpy.
 
-A document is a list of segments (token-id lists, one per sentence/line). ``pair_instances`` follows
-``create_pretraining_data.py``: segments are packed up to a target length (shorter with ``short_seq_prob``),
-split at a random point into A and B; half of the time (always for a one-segment chunk) B is replaced by
-segments from another document, and the segments not used go back to the pool. ``mask_tokens`` picks
-``round(length * masked_lm_prob)`` positions (at most ``max_predictions_per_seq``; whole words when asked)
-and replaces each with [MASK] (``mask_rate``), a random token (``random_rate``) or keeps it.
+A document is its token ids end to end plus segment boundaries (one segment per sentence/line), so every
+piece of an instance is a contiguous span of some document and planning never copies tokens.
+``pair_plans`` follows ``create_pretraining_data.py``: segments are packed up to a target length (shorter with
+``short_seq_prob``), split at a random point into A and B; half of the time (always for a one-segment chunk)
+B is replaced by segments from another document, and the segments not used go back to the pool. The pair is
+truncated to fit as Google's ``truncate_seq_pair`` does (the longer side loses a token, from the front or
+the back at random), computed in closed form. ``mask_batch`` picks ``round(length * masked_lm_prob)``
+positions (at most ``max_predictions_per_seq``; whole words when asked) and replaces each with [MASK]
+(``mask_rate``), a random token (``random_rate``) or keeps it.
 
-Every random choice comes from the ``random.Random`` passed in, so a document's instances depend only on the
-seed derived from the document itself, never on which worker handles it.
+Every random choice for a document comes from that document's own ``random.Random`` (the plan) and a numpy
+generator seeded from it (the masks), so a document's instances never depend on which worker handles it or
+which documents share its batch.
 
 Labels follow Google: ``next_sentence_labels`` 0 = B continues A, 1 = B comes from another document.
 """
@@ -21,14 +26,19 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+Span = tuple[np.ndarray, int, int]  # (token array, start, end)
+Plan = tuple[Span, "Span | None", bool]  # (A, B or None, B is from another document)
+
 
 @dataclasses.dataclass(frozen=True)
-class Instance:
-    tokens: list[int]
-    segment_ids: list[int]
-    masked_positions: list[int]
-    masked_ids: list[int]
-    is_random_next: bool = False
+class TokenizedDocument:
+    key: str
+    tokens: np.ndarray  # int32 token ids of all segments, end to end
+    bounds: Sequence[int]  # segment i is tokens[bounds[i]:bounds[i + 1]]
+
+    @property
+    def num_segments(self) -> int:
+        return len(self.bounds) - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,129 +54,194 @@ class MaskingSpec:
     continuation: np.ndarray | None = None  # bool per vocabulary id: continues the previous token's word
 
 
-def truncate_pair(tokens_a: list[int], tokens_b: list[int], max_tokens: int, rng: random.Random) -> None:
-    while len(tokens_a) + len(tokens_b) > max_tokens:
-        longer = tokens_a if len(tokens_a) > len(tokens_b) else tokens_b
-        if rng.random() < 0.5:
-            del longer[0]
-        else:
-            longer.pop()
+@dataclasses.dataclass
+class InstanceBatch:
+    """Packed instances: rows of ``max_seq_length`` token ids, zero-padded."""
+
+    tokens: np.ndarray  # int32 [n, max_seq_length]
+    segment_ids: np.ndarray  # int32 [n, max_seq_length]
+    lengths: np.ndarray  # int32 [n]
+    is_random_next: np.ndarray  # bool [n]
+    masked_positions: np.ndarray | None = None  # int32 [n, max_predictions]; 0 where unused
+    masked_ids: np.ndarray | None = None  # int32 [n, max_predictions]; 0 where unused
+    masked_weights: np.ndarray | None = None  # float32 [n, max_predictions]; 1.0 on real predictions
 
 
-def mask_tokens(tokens: list[int], spec: MaskingSpec, rng: random.Random) -> tuple[list[int], list[int], list[int]]:
-    """-> (masked tokens, sorted positions, original ids at those positions)."""
-    budget = min(spec.max_predictions_per_seq, max(1, int(round(len(tokens) * spec.masked_lm_prob))))
-    special = spec.special_ids
-    if spec.whole_word_masking and spec.continuation is not None:
-        candidates: list[list[int]] = []
-        for i, token in enumerate(tokens):
-            if token in special:
-                continue
-            if candidates and spec.continuation[token] and candidates[-1][-1] == i - 1:
-                candidates[-1].append(i)
-            else:
-                candidates.append([i])
-        rng.shuffle(candidates)
-    else:
-        # Single-token candidates: the first `budget` of a shuffle are a sample of that size.
-        singles = [i for i, token in enumerate(tokens) if token not in special]
-        candidates = [[i] for i in rng.sample(singles, min(budget, len(singles)))]
-    output = list(tokens)
-    chosen: list[int] = []
-    for group in candidates:
-        if len(chosen) >= budget:
-            break
-        if len(chosen) + len(group) > budget:
-            continue
-        for index in group:
-            draw = rng.random()
-            if draw < spec.mask_rate:
-                output[index] = spec.mask_id
-            elif draw < spec.mask_rate + spec.random_rate:
-                output[index] = rng.randrange(spec.vocab_size)
-            chosen.append(index)
-    chosen.sort()
-    return output, chosen, [tokens[i] for i in chosen]
+def truncation(len_a: int, len_b: int, max_tokens: int, rng: random.Random) -> tuple[int, int, int, int]:
+    """Google's ``truncate_seq_pair`` in closed form -> tokens cut from (A front, A back, B front, B back).
+
+    The longer side (B on a tie) loses one token at a time, so the lengths first meet and then alternate; each
+    token comes off the front or the back by a fair coin, so the front count is a sum of coin flips."""
+    excess = len_a + len_b - max_tokens
+    if excess <= 0:
+        return 0, 0, 0, 0
+    gap = min(excess, abs(len_a - len_b))
+    cut_a, cut_b = (gap, 0) if len_a > len_b else (0, gap)
+    rest = excess - gap
+    cut_a, cut_b = cut_a + rest // 2, cut_b + (rest + 1) // 2
+    front_a = rng.getrandbits(cut_a).bit_count() if cut_a else 0
+    front_b = rng.getrandbits(cut_b).bit_count() if cut_b else 0
+    return front_a, cut_a - front_a, front_b, cut_b - front_b
 
 
 def _target_length(max_tokens: int, short_seq_prob: float, rng: random.Random) -> int:
     return rng.randint(2, max_tokens) if rng.random() < short_seq_prob else max_tokens
 
 
-def pair_instances(
-    document: Sequence[Sequence[int]],
-    random_document: Callable[[random.Random], Sequence[Sequence[int]] | None],
+def pair_plans(
+    document: TokenizedDocument,
+    random_document: Callable[[random.Random], TokenizedDocument | None],
     max_seq_length: int,
     short_seq_prob: float,
-    start_id: int,
-    end_id: int,
-    spec: MaskingSpec,
     rng: random.Random,
-) -> list[Instance]:
-    """MLM + next-sentence instances of one document; ``random_document`` draws another document (or None)."""
+) -> list[Plan]:
+    """MLM + next-sentence instances of one document as spans; ``random_document`` draws another document
+    (or None)."""
     max_tokens = max_seq_length - 3
     target = _target_length(max_tokens, short_seq_prob, rng)
-    instances: list[Instance] = []
-    chunk: list[Sequence[int]] = []
-    length = 0
+    bounds, count = document.bounds, document.num_segments
+    plans: list[Plan] = []
+    first = 0  # first segment of the current chunk
     i = 0
-    while i < len(document):
-        segment = document[i]
-        chunk.append(segment)
-        length += len(segment)
-        if i == len(document) - 1 or length >= target:
-            if chunk:
-                a_end = rng.randint(1, len(chunk) - 1) if len(chunk) >= 2 else 1
-                tokens_a = [t for s in chunk[:a_end] for t in s]
-                tokens_b: list[int] = []
-                is_random_next = False
-                other = random_document(rng) if (len(chunk) == 1 or rng.random() < 0.5) else None
-                if other:
-                    is_random_next = True
-                    target_b = target - len(tokens_a)
-                    for segment_b in other[rng.randrange(len(other)):]:
-                        tokens_b.extend(segment_b)
-                        if len(tokens_b) >= target_b:
-                            break
-                    i -= len(chunk) - a_end  # the unused segments go back
-                else:
-                    tokens_b = [t for s in chunk[a_end:] for t in s]
-                truncate_pair(tokens_a, tokens_b, max_tokens, rng)
-                if tokens_a and tokens_b:
-                    tokens = [start_id, *tokens_a, end_id, *tokens_b, end_id]
-                    segments = [0] * (len(tokens_a) + 2) + [1] * (len(tokens_b) + 1)
-                    masked, positions, ids = mask_tokens(tokens, spec, rng)
-                    instances.append(Instance(masked, segments, positions, ids, is_random_next))
-            chunk, length = [], 0
+    while i < count:
+        if i == count - 1 or bounds[i + 1] - bounds[first] >= target:
+            chunk = i + 1 - first
+            a_end = first + (rng.randint(1, chunk - 1) if chunk >= 2 else 1)
+            a0, a1 = bounds[first], bounds[a_end]
+            other = random_document(rng) if (chunk == 1 or rng.random() < 0.5) else None
+            if other is not None:
+                target_b = target - (a1 - a0)
+                other_bounds = other.bounds
+                start = rng.randrange(other.num_segments)
+                stop = start + 1
+                while stop < other.num_segments and other_bounds[stop] - other_bounds[start] < target_b:
+                    stop += 1
+                source_b, b0, b1 = other.tokens, other_bounds[start], other_bounds[stop]
+                i = a_end - 1  # the unused segments go back
+            else:
+                source_b, b0, b1 = document.tokens, a1, bounds[i + 1]
+            front_a, back_a, front_b, back_b = truncation(a1 - a0, b1 - b0, max_tokens, rng)
+            a0, a1, b0, b1 = a0 + front_a, a1 - back_a, b0 + front_b, b1 - back_b
+            if a1 > a0 and b1 > b0:
+                plans.append(((document.tokens, a0, a1), (source_b, b0, b1), other is not None))
+            first = i + 1
             target = _target_length(max_tokens, short_seq_prob, rng)
         i += 1
-    return instances
+    return plans
 
 
-def single_instances(
-    document: Sequence[Sequence[int]], max_seq_length: int, short_seq_prob: float, start_id: int, end_id: int,
-    spec: MaskingSpec, rng: random.Random,
-) -> list[Instance]:
+def single_plans(document: TokenizedDocument, max_seq_length: int, short_seq_prob: float, rng: random.Random) -> list[Plan]:
     """MLM-only instances: [CLS] segments... [SEP], packed up to the target length."""
     max_tokens = max_seq_length - 2
     target = _target_length(max_tokens, short_seq_prob, rng)
-    instances: list[Instance] = []
-    current: list[int] = []
-    for index, segment in enumerate(document):
-        current.extend(segment)
-        if index == len(document) - 1 or len(current) >= target:
-            body = current[:max_tokens]
-            if body:
-                tokens = [start_id, *body, end_id]
-                masked, positions, ids = mask_tokens(tokens, spec, rng)
-                instances.append(Instance(masked, [0] * len(tokens), positions, ids))
-            current = []
+    bounds, count = document.bounds, document.num_segments
+    plans: list[Plan] = []
+    first = 0
+    for index in range(count):
+        if index == count - 1 or bounds[index + 1] - bounds[first] >= target:
+            start = bounds[first]
+            end = min(bounds[index + 1], start + max_tokens)
+            if end > start:
+                plans.append(((document.tokens, start, end), None, False))
+            first = index + 1
             target = _target_length(max_tokens, short_seq_prob, rng)
-    return instances
+    return plans
 
 
-def causal_blocks(document: Sequence[Sequence[int]], block_length: int, end_id: int) -> list[list[int]]:
-    """Contiguous blocks of ``block_length`` tokens (the document followed by the end-of-text token);
-    the last block may be shorter (it is padded when written)."""
-    stream = [t for segment in document for t in segment] + [end_id]
-    return [stream[i : i + block_length] for i in range(0, len(stream), block_length) if len(stream[i : i + block_length]) > 1]
+def pack(plans: Sequence[Plan], max_seq_length: int, start_id: int, end_id: int) -> InstanceBatch:
+    """[CLS] A [SEP] (B [SEP]) rows; segment 1 covers B and its [SEP]."""
+    n = len(plans)
+    tokens = np.zeros((n, max_seq_length), np.int32)
+    first_lengths = np.empty(n, np.int32)
+    lengths = np.empty(n, np.int32)
+    for row, ((source_a, a0, a1), second, _) in enumerate(plans):
+        length_a = a1 - a0
+        tokens[row, 1 : 1 + length_a] = source_a[a0:a1]
+        first_lengths[row] = length_a + 2
+        if second is None:
+            lengths[row] = length_a + 2
+        else:
+            source_b, b0, b1 = second
+            tokens[row, length_a + 2 : length_a + 2 + b1 - b0] = source_b[b0:b1]
+            lengths[row] = length_a + 3 + b1 - b0
+    rows = np.arange(n)
+    tokens[:, 0] = start_id
+    tokens[rows, first_lengths - 1] = end_id
+    tokens[rows, lengths - 1] = end_id
+    columns = np.arange(max_seq_length)
+    segment_ids = ((columns >= first_lengths[:, None]) & (columns < lengths[:, None])).astype(np.int32)
+    is_random_next = np.fromiter((plan[2] for plan in plans), bool, count=n)
+    return InstanceBatch(tokens, segment_ids, lengths, is_random_next)
+
+
+def masking_randomness(n: int, max_seq_length: int, spec: MaskingSpec, rng: random.Random) -> np.ndarray:
+    """One document's draws for ``mask_batch``: float32 [n, max_seq_length + 2 * max_predictions] in [0, 1)."""
+    generator = np.random.default_rng(rng.getrandbits(64))
+    return generator.random((n, max_seq_length + 2 * spec.max_predictions_per_seq), np.float32)
+
+
+def _whole_word_positions(tokens: np.ndarray, length: int, budget: int, scores: np.ndarray, spec: MaskingSpec) -> list[int]:
+    """Google's whole-word selection for one row: words (a piece plus its continuations) in random order,
+    each taken whole if it still fits the budget."""
+    words: list[list[int]] = []
+    for i in range(length):
+        token = int(tokens[i])
+        if token in spec.special_ids:
+            continue
+        if words and spec.continuation[token] and words[-1][-1] == i - 1:
+            words[-1].append(i)
+        else:
+            words.append([i])
+    words.sort(key=lambda word: scores[word[0]])
+    chosen: list[int] = []
+    for word in words:
+        if len(chosen) >= budget:
+            break
+        if len(chosen) + len(word) <= budget:
+            chosen.extend(word)
+    return sorted(chosen)
+
+
+def mask_batch(batch: InstanceBatch, spec: MaskingSpec, randomness: np.ndarray) -> None:
+    """Chooses and replaces the masked positions of every row (in place); ``randomness`` is
+    ``masking_randomness`` of each row's document, stacked."""
+    n, length = batch.tokens.shape
+    predictions = spec.max_predictions_per_seq
+    scores = randomness[:, :length]
+    choice = randomness[:, length : length + predictions]
+    random_ids = np.minimum((randomness[:, length + predictions :] * spec.vocab_size).astype(np.int32), spec.vocab_size - 1)
+    columns = np.arange(length)
+    candidate = (columns < batch.lengths[:, None]) & ~np.isin(batch.tokens, list(spec.special_ids))
+    budget = np.minimum(predictions, np.maximum(1, np.rint(batch.lengths * spec.masked_lm_prob).astype(np.int32)))
+    if spec.whole_word_masking and spec.continuation is not None:
+        positions = np.full((n, predictions), length, np.int32)
+        for row in range(n):
+            chosen = _whole_word_positions(batch.tokens[row], int(batch.lengths[row]), int(budget[row]), scores[row], spec)
+            positions[row, : len(chosen)] = chosen
+    else:
+        budget = np.minimum(budget, candidate.sum(axis=1))
+        order = np.argsort(np.where(candidate, scores, 2.0), axis=1, kind="stable")[:, :predictions]
+        positions = np.sort(np.where(np.arange(predictions) < budget[:, None], order, length), axis=1).astype(np.int32)
+    used = positions < length
+    positions = np.where(used, positions, 0)
+    original = np.take_along_axis(batch.tokens, positions, axis=1)
+    replacement = np.where(
+        choice < spec.mask_rate, spec.mask_id, np.where(choice < spec.mask_rate + spec.random_rate, random_ids, original)
+    )
+    rows, slots = np.nonzero(used)
+    batch.tokens[rows, positions[rows, slots]] = replacement[rows, slots]
+    batch.masked_positions = positions
+    batch.masked_ids = np.where(used, original, 0).astype(np.int32)
+    batch.masked_weights = used.astype(np.float32)
+
+
+def causal_blocks(document: TokenizedDocument, block_length: int, end_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Contiguous blocks of ``block_length`` tokens of the document followed by the end-of-text token ->
+    (int32 [blocks, block_length] zero-padded, int32 [blocks] lengths); a last block of one token is dropped."""
+    stream = np.append(document.tokens, np.int32(end_id)).astype(np.int32)
+    starts = np.arange(0, len(stream), block_length)
+    lengths = np.minimum(block_length, len(stream) - starts).astype(np.int32)
+    keep = lengths > 1
+    padded = np.zeros(len(starts) * block_length, np.int32)
+    padded[: len(stream)] = stream
+    return padded.reshape(len(starts), block_length)[keep], lengths[keep]
