@@ -218,6 +218,22 @@ class ReadDocuments(beam.DoFn):
             )
         return text, None
 
+    def _range_lines(self, handle, start: int, end: int) -> list[bytes]:
+        """The lines that start in [start, end) (all lines when end is -1) read as one block, then the lines
+        after ``end`` that finish the document in progress (up to a blank line)."""
+        block = handle.read() if end == -1 else handle.read(max(0, end - start))
+        if end != -1 and block and not block.endswith(b"\n"):
+            block += handle.readline()  # the line that straddles ``end``
+        lines = block.split(b"\n")
+        if lines[-1] == b"":
+            lines.pop()  # the split after the final newline
+        if end != -1 and lines and lines[-1].strip():
+            for raw in iter(handle.readline, b""):
+                if not raw.strip():
+                    break
+                lines.append(raw.rstrip(b"\n"))
+        return lines
+
     def _read(self, handle, file_range: FileRange):
         path, end = file_range.path, file_range.end
         start = self._align(handle, file_range.start)
@@ -229,33 +245,39 @@ class ReadDocuments(beam.DoFn):
         if start > 0:
             at_document_start = _previous_line_is_blank(handle, start)
             handle.seek(start)
-        reader = _LineReader(handle, start)
         lines: list[str] = []
         offsets: list[int] = []
-        first = -1
-        for offset, raw in reader.lines():
-            blank = not raw.strip()
-            if not at_document_start:
-                at_document_start = blank  # skip the tail of a document owned by the previous range
-                continue
-            if blank:
+        first = -1  # offset of the document's first line
+        offset = start
+        max_bytes = self.max_line_bytes
+        for raw in self._range_lines(handle, start, end):
+            line_offset, offset = offset, offset + len(raw) + 1
+            if not raw.strip():
+                at_document_start = True
                 if lines:
                     yield from self._emit(path, first, lines, offsets)
-                    lines, offsets, first = [], [], -1
-                if end != -1 and offset >= end:
-                    return
+                    lines, offsets = [], []
+                first = -1
                 continue
-            if not lines:
-                if end != -1 and offset >= end:
-                    return
-                first = offset
-            text, letter = self._decode(path, offset, raw)
-            if letter is not None:
-                self.dead.inc()
-                yield beam.pvalue.TaggedOutput(self.DEAD, letter)
+            if not at_document_start:
+                continue  # the tail of a document owned by the previous range
+            if first < 0:
+                first = line_offset
+            if len(raw) <= max_bytes:
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    text = None
+                if text is not None:
+                    lines.append(text.strip())
+                    offsets.append(line_offset)
+                    continue
+            text, letter = self._decode(path, line_offset, raw)
+            self.dead.inc()
+            yield beam.pvalue.TaggedOutput(self.DEAD, letter)
             if text is not None and text.strip():
-                lines.append(" ".join(text.split()))
-                offsets.append(offset)
+                lines.append(text.strip())
+                offsets.append(line_offset)
         if lines:
             yield from self._emit(path, first, lines, offsets)
 

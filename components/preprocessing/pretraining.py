@@ -265,12 +265,9 @@ class MakeInstances(beam.DoFn):
         yield serialize_examples(columns)
 
 
-def _pool_score(doc: Document) -> str:
-    return doc.key
-
-
-def _pool_record(doc: Document) -> dict:
-    return {"key": doc.key, "path": doc.path, "offset": doc.offset, "lines": doc.lines}
+def _pool_candidates(batch: list[Document]) -> list[tuple[str, str]]:
+    """(key, JSON line) per document: plain strings pickle fast, and tuples compare by the (unique) key."""
+    return [(d.key, json.dumps({"key": d.key, "path": d.path, "offset": d.offset, "lines": d.lines})) for d in batch]
 
 
 def expand_inputs(inputs: tuple[str, ...]) -> list[str]:
@@ -304,9 +301,9 @@ def build_pool_pipeline(pipeline: beam.Pipeline, config: PretrainingDataConfig, 
     corpus in memory until the pool is complete."""
     _ = (
         read_corpus(pipeline, config, count=False).documents
-        | "PoolDocuments" >> beam.FlatMap(lambda batch: batch)
-        | "PoolSample" >> beam.combiners.Top.Smallest(config.negative_pool_size, key=_pool_score)
-        | "PoolJson" >> beam.Map(lambda docs: "\n".join(json.dumps(_pool_record(d)) for d in docs))
+        | "PoolDocuments" >> beam.FlatMap(_pool_candidates)
+        | "PoolSample" >> beam.combiners.Top.Smallest(config.negative_pool_size)
+        | "PoolJson" >> beam.Map(lambda chosen: "\n".join(line for _, line in chosen))
         | "WritePool" >> beam.io.WriteToText(pool_file, num_shards=1, shard_name_template="")
     )
 
