@@ -124,3 +124,28 @@ def test_preprocess_command_from_raw_text_to_records(tmp_path):
     manifest = json.load(open(tmp_path / "records" / "manifest.json"))
     assert summary["records"] == manifest["records"] > 100
     assert manifest["encoder"]["fingerprint"] == load_encoder(str(tmp_path / "enc")).fingerprint
+
+
+def test_labels_outside_the_vocabulary_become_dead_letters_naming_file_and_line(encoder_config, tmp_path):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("law\ngospel\n")
+    data = tmp_path / "train.tsv"
+    data.write_text("text\tlabel\nIn the beginning\tlaw\nJesus wept.\tpoetry\nAnd Moses spake\tlaw\n")
+    manifest = run(FinetuningDataConfig(
+        task="book", inputs=(str(data),), output_dir=str(tmp_path / "out"), encoder=encoder_config, label_vocabulary=str(labels),
+        max_seq_length=16,
+    ))
+    assert manifest["records"] == 2 and manifest["counts"]["dead_letters"] == 1
+    (letter,) = [json.loads(line) for line in open(tmp_path / "out" / "dead_letters.jsonl")]
+    assert (letter["file"], letter["line"]) == (str(data), 3) and "poetry" in letter["reason"]
+    conll = tmp_path / "train.conll"
+    conll.write_text("Jesus B-PER\nwept O\n\nin O\nJerusalem B-LOC\n")
+    tags = tmp_path / "tags.txt"
+    tags.write_text("O\nB-PER\n")
+    manifest = run(FinetuningDataConfig(
+        task="ner", level="token", input_format="conll", inputs=(str(conll),), output_dir=str(tmp_path / "ner"),
+        encoder=encoder_config, label_vocabulary=str(tags), max_seq_length=16,
+    ))
+    assert manifest["records"] == 1
+    (letter,) = [json.loads(line) for line in open(tmp_path / "ner" / "dead_letters.jsonl")]
+    assert (letter["file"], letter["line"], letter["byte_offset"]) == (str(conll), 4, 20) and "B-LOC" in letter["reason"]

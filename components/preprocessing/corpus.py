@@ -58,7 +58,7 @@ class Document:
     line_offsets: tuple[int, ...] = ()  # byte offset of each line in the file (for dead letters)
 
 
-def dead_letter(path: str, offset: int, reason: str, sample: str = "", line: int | None = None) -> str:
+def dead_letter(path: str, offset: int | None, reason: str, sample: str = "", line: int | None = None) -> str:
     record = {"file": path, "line": line, "byte_offset": offset, "reason": reason, "sample": sample[:200]}
     return json.dumps(record, ensure_ascii=False)
 

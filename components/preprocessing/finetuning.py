@@ -26,8 +26,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from components.preprocessing.beam_options import pipeline_options
-from components.preprocessing.corpus import NAMESPACE, FileRange, ReadDocuments, dead_letter
-from components.preprocessing.examples import serialize_examples
+from components.preprocessing.corpus import NAMESPACE, FileRange, LineNumberCache, ReadDocuments, dead_letter
+from components.preprocessing.examples import WriteRecordBatches, serialize_examples
 from components.preprocessing.pretraining import (
     PreprocessError,
     _counters,
@@ -103,7 +103,7 @@ class ReadExamples(beam.DoFn):
                         rows.append((number, json.loads(line)))
                     except ValueError as err:
                         self.dead.inc()
-                        yield beam.pvalue.TaggedOutput(self.DEAD, dead_letter(path, number, f"line {number}: not JSON: {err}", line))
+                        yield beam.pvalue.TaggedOutput(self.DEAD, dead_letter(path, None, f"not JSON: {err}", line, number))
         else:
             reader = csv.DictReader(io.StringIO(text), delimiter="\t" if config.input_format == "tsv" else ",")
             rows = [(number + 2, row) for number, row in enumerate(reader)]  # line numbers: header is line 1
@@ -112,18 +112,19 @@ class ReadExamples(beam.DoFn):
                 values = [row[config.text_field], row[config.label_field]] + ([row[config.text_b_field]] if config.text_b_field else [])
                 if any(v is None or str(v) == "" for v in values):
                     raise KeyError("empty")
-                example = (str(values[0]), str(values[2]) if config.text_b_field else "", str(values[1]))
+                example = (str(values[0]), str(values[2]) if config.text_b_field else "", str(values[1]), path, number)
             except (KeyError, TypeError):
                 self.dead.inc()
                 yield beam.pvalue.TaggedOutput(
-                    self.DEAD, dead_letter(path, number, f"line {number}: missing field {config.text_field!r}/{config.label_field!r}", str(row))
+                    self.DEAD, dead_letter(path, None, f"missing field {config.text_field!r}/{config.label_field!r}", str(row), number)
                 )
                 continue
             yield example
 
 
 class EncodeExamples(beam.DoFn):
-    """Examples -> serialized tf.train.Example records, with the label vocabulary as a side input."""
+    """A batch of examples -> a list of serialized tf.train.Example records, with the label vocabulary as a
+    side input; examples whose label is not in it become dead letters naming their file and line."""
 
     DEAD = "dead_letters"
 
@@ -134,6 +135,7 @@ class EncodeExamples(beam.DoFn):
         self.dead = Metrics.counter(NAMESPACE, "dead_letters")
 
     def setup(self):
+        self.line_of = LineNumberCache()
         self.encoder = shared_encoder(self.config.encoder)
         self.start = self.encoder.special.id("start")
         self.end = self.encoder.special.id("end")
@@ -173,16 +175,16 @@ class EncodeExamples(beam.DoFn):
                 yield item
         if rows:
             self.examples.inc(len(rows))
-            yield from self._serialize(rows)
+            yield self._serialize(rows)
 
     def _sentences(self, batch, label_ids):
-        texts = [t for text, text_b, _ in batch for t in (text, text_b)]
+        texts = [t for text, text_b, *_ in batch for t in (text, text_b)]
         encoded = self.encoder.encode_batch(texts)
         room = self.config.max_seq_length
-        for n, (text, text_b, label) in enumerate(batch):
+        for n, (text, text_b, label, path, line) in enumerate(batch):
             if label not in label_ids:
                 self.dead.inc()
-                yield beam.pvalue.TaggedOutput(self.DEAD, dead_letter("", 0, f"label {label!r} is not in the label vocabulary", text))
+                yield beam.pvalue.TaggedOutput(self.DEAD, dead_letter(path, None, f"label {label!r} is not in the label vocabulary", text, line))
                 continue
             a, b = list(encoded[2 * n]), list(encoded[2 * n + 1])
             budget = room - (3 if text_b else 2)
@@ -196,17 +198,19 @@ class EncodeExamples(beam.DoFn):
             yield ids, segments, [label_ids[label]], [1.0], index
 
     def _tokens(self, batch, label_ids):
-        words = [w for sentence in batch for w, _ in sentence]
+        words = [w for sentence, _, _ in batch for w, _ in sentence]
         pieces = self.encoder.encode_batch(words) if words else []
         position = 0
         limit = self.config.max_seq_length - 1
-        for sentence in batch:
+        for sentence, path, offset in batch:
             sentence_pieces = pieces[position : position + len(sentence)]
             position += len(sentence)
             unknown = [tag for _, tag in sentence if tag not in label_ids]
             if unknown:
                 self.dead.inc()
-                yield beam.pvalue.TaggedOutput(self.DEAD, dead_letter("", 0, f"tag {unknown[0]!r} is not in the label vocabulary", " ".join(w for w, _ in sentence)))
+                yield beam.pvalue.TaggedOutput(self.DEAD, dead_letter(
+                    path, offset, f"tag {unknown[0]!r} is not in the label vocabulary", " ".join(w for w, _ in sentence), self.line_of(path, offset)
+                ))
                 continue
             ids, labels, weights = [self.start], [0], [0.0]
             for (_, tag), word_ids in zip(sentence, sentence_pieces):
@@ -225,7 +229,7 @@ class EncodeExamples(beam.DoFn):
 
 
 def _conll_sentences(batch):
-    """Documents of 'token ... tag' lines -> [(word, tag)] sentences."""
+    """Documents of 'token ... tag' lines -> ([(word, tag)], file, byte offset) sentences."""
     out = []
     for doc in batch:
         sentence = []
@@ -235,7 +239,7 @@ def _conll_sentences(batch):
                 continue
             sentence.append((parts[0], parts[-1]))
         if sentence:
-            out.append(sentence)
+            out.append((sentence, doc.path, doc.offset))
     return out
 
 
@@ -249,12 +253,12 @@ def build_pipeline(pipeline: beam.Pipeline, config: FinetuningDataConfig):
         )
         examples_batches = read.batches | "Sentences" >> beam.Map(_conll_sentences)
         dead_read = read[ReadDocuments.DEAD]
-        labels_of = lambda batch: [tag for sentence in batch for _, tag in sentence]  # noqa: E731
+        labels_of = lambda batch: [tag for sentence, _, _ in batch for _, tag in sentence]  # noqa: E731
     else:
         read = files | "Read" >> beam.ParDo(ReadExamples(config)).with_outputs(ReadExamples.DEAD, main="examples")
         examples_batches = read.examples | "Batch" >> beam.BatchElements(min_batch_size=256, max_batch_size=1024)
         dead_read = read[ReadExamples.DEAD]
-        labels_of = lambda batch: [label for _, _, label in batch]  # noqa: E731
+        labels_of = lambda batch: [example[2] for example in batch]  # noqa: E731
     if config.label_vocabulary:
         labels = pipeline | "LabelFile" >> beam.Create([_read_label_file(config.label_vocabulary)])
     else:
@@ -268,9 +272,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: FinetuningDataConfig):
     encoded = examples_batches | "Encode" >> beam.ParDo(EncodeExamples(config), labels=beam.pvalue.AsSingleton(labels)).with_outputs(
         EncodeExamples.DEAD, main="records"
     )
-    _ = encoded.records | "Write" >> beam.io.WriteToTFRecord(
-        fileio.join(config.output_dir, config.task), file_name_suffix=".tfrecord", num_shards=config.num_shards
-    )
+    _ = encoded.records | "Write" >> WriteRecordBatches(fileio.join(config.output_dir, config.task), ".tfrecord", config.num_shards)
     _ = labels | "LabelText" >> beam.Map("\n".join) | "WriteLabels" >> beam.io.WriteToText(
         fileio.join(config.output_dir, config.task + features.LABELS_FILE_SUFFIX), num_shards=1, shard_name_template=""
     )
