@@ -84,7 +84,8 @@ def test_pair_records_follow_googles_layout(pair_output, vocab):
     assert 0.35 < np.mean(nsp) < 0.65
     assert encoder.fingerprint == manifest["encoder"]["fingerprint"]
     stats = json.load(open(out / features.STATISTICS_FILE))
-    assert stats["masked_tokens"] == masked
+    assert stats["masked_tokens"] == masked == manifest["counts"]["masked_tokens"]
+    assert manifest["counts"]["tokens"] == stats["tokens"] > len(parsed) * 20
     assert sum(stats["sequence_length_histogram"].values()) == len(parsed)
     assert stats["next_sentence"]["true_next"] + stats["next_sentence"]["random_next"] == len(parsed)
     assert manifest["counts"]["documents"] == 120 and manifest["counts"]["dead_letters"] == 0

@@ -410,6 +410,8 @@ def run(config: PretrainingDataConfig) -> dict:
         "parameters": config.to_dict(),
         "counts": {
             "documents": counters.get("documents", 0),
+            "tokens": counters.get("tokens", 0),
+            "masked_tokens": counters.get("masked_tokens", 0),
             "empty_documents": counters.get("empty_documents", 0),
             "dead_letters": counters.get("dead_letters", 0),
             "invalid_utf8_lines": counters.get("invalid_utf8_lines", 0),
