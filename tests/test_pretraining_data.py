@@ -62,6 +62,7 @@ def test_pair_records_follow_googles_layout(pair_output, vocab):
     encoder = WordPieceEncoder.from_file(vocab)
     parsed, _ = read_records(out, features.pretraining_feature_spec(128, 20))
     assert len(parsed) == manifest["records"] == sum(manifest["shards"].values()) > 1000
+    assert len(manifest["shards"]) == 2 and min(manifest["shards"].values()) > 0.3 * manifest["records"]
     nsp = []
     for r in parsed[:500]:
         ids, mask, segments = (r[k].numpy() for k in ("input_ids", "input_mask", "segment_ids"))

@@ -91,6 +91,18 @@ def test_corrupt_file_is_named(tmp_path):
         _check([str(garbage)])
 
 
+def test_empty_shards_are_skipped_and_all_empty_is_an_error(tmp_path):
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    (folder / "part-00000-of-00002.tfrecord").write_bytes(b"")
+    (folder / "part-00001-of-00002.tfrecord").write_bytes(open(GOOGLE, "rb").read())
+    source = data_lib.inspect_source(str(folder / "part-*"))
+    assert source.kind == "pretraining" and len(source.files) == 2
+    (folder / "part-00001-of-00002.tfrecord").write_bytes(b"")
+    with pytest.raises(data_lib.DataError, match="2 shards from .*part-00000-of-00002.tfrecord: no records"):
+        data_lib.inspect_source(str(folder / "part-*"))
+
+
 def test_records_of_another_encoder_are_refused(tmp_path):
     folder = tmp_path / "records"
     folder.mkdir()

@@ -74,10 +74,16 @@ class WriteRecordBatches(beam.PTransform):
 
     def __init__(self, file_path_prefix: str, file_name_suffix: str = "", num_shards: int = 0, gzip: bool = False):
         super().__init__()
+        self.num_shards = num_shards
         self.sink = _RecordBatchSink(
             file_path_prefix, coder=None, file_name_suffix=file_name_suffix, num_shards=num_shards,
             compression_type=CompressionTypes.GZIP if gzip else CompressionTypes.UNCOMPRESSED,
         )
 
     def expand(self, pcoll):
+        if self.num_shards > 0:
+            # Beam deals elements to a fixed number of shards in turn: cut each batch into that many parts,
+            # so a few large batches still fill every shard.
+            count = self.num_shards
+            pcoll = pcoll | "Deal" >> beam.FlatMap(lambda records: [part for i in range(count) if (part := records[i::count])])
         return pcoll | beam.io.Write(self.sink)

@@ -85,17 +85,20 @@ def _compression(path: str) -> str:
     return "GZIP" if path.endswith(".gz") else ""
 
 
-def _first_record(path: str, compression: str) -> tf.train.Example:
-    try:
-        record = next(iter(tf.data.TFRecordDataset(path, compression_type=compression).take(1)), None)
-    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as err:
-        raise DataError(f"{path}: not a readable TFRecord file ({err.message.splitlines()[0]})") from None
-    if record is None:
-        raise DataError(f"{path}: no records")
-    try:
-        return tf.train.Example.FromString(record.numpy())
-    except Exception as err:  # noqa: BLE001 - protobuf raises DecodeError
-        raise DataError(f"{path}: the first record is not a tf.train.Example ({err})") from None
+def _first_record(files: list[str], compression: str) -> tuple[str, tf.train.Example]:
+    """The first record of the first shard that has one (an empty shard is valid output)."""
+    for path in files:
+        try:
+            record = next(iter(tf.data.TFRecordDataset(path, compression_type=compression).take(1)), None)
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as err:
+            raise DataError(f"{path}: not a readable TFRecord file ({err.message.splitlines()[0]})") from None
+        if record is None:
+            continue
+        try:
+            return path, tf.train.Example.FromString(record.numpy())
+        except Exception as err:  # noqa: BLE001 - protobuf raises DecodeError
+            raise DataError(f"{path}: the first record is not a tf.train.Example ({err})") from None
+    raise DataError(f"{files[0] if len(files) == 1 else f'{len(files)} shards from {files[0]}'}: no records")
 
 
 def _lengths(example: tf.train.Example) -> dict[str, int]:
@@ -140,8 +143,9 @@ def inspect_source(spec: str) -> Source:
         if fileio.exists(candidate):
             manifest = json.loads(fileio.read_text(candidate))
     compression = _compression(files[0])
-    lengths = _lengths(_first_record(files[0], compression))
-    kind = _kind(lengths, files[0])
+    first, example = _first_record(files, compression)
+    lengths = _lengths(example)
+    kind = _kind(lengths, first)
     return Source(spec, files, compression, kind, lengths, manifest, folder)
 
 
