@@ -109,3 +109,22 @@ def test_config_errors_name_fields():
         build_model(TINY, {"topic": HeadConfig(kind="sentence", num_classes=0)})
     with pytest.raises(ValueError, match="next_sentence needs the encoder's pooler"):
         build_model(TransformerConfig(**{**TINY.to_dict(), "pooler": False}), {"nsp": HeadConfig(kind="next_sentence")})
+
+
+def test_threefry_dropout_keeps_units_with_probability_one_minus_rate_everywhere_in_the_encoder():
+    import tensorflow as tf  # noqa: PLC0415
+
+    from trainer.model.layers import Dropout, SelfAttention, TransformerBlock  # noqa: PLC0415
+
+    layer = Dropout(0.25, seed=1)
+    x = np.ones((200, 500), np.float32)
+    assert (np.asarray(layer(x, training=False)) == x).all()
+    step = tf.function(lambda v: layer(v, training=True), jit_compile=True)  # the trainer's XLA path
+    first, second = np.asarray(step(x)), np.asarray(step(x))
+    np.testing.assert_allclose(np.unique(first), [0.0, 1 / 0.75], rtol=1e-6)
+    assert abs((first == 0).mean() - 0.25) < 0.005
+    assert (first != second).any()  # a fresh mask per call
+    block = TransformerBlock(num_heads=2, intermediate_size=8, attention_dropout=0.5)
+    block.build((None, 4, 8))
+    assert isinstance(block.attention, SelfAttention) and isinstance(block.attention._dropout_layer, Dropout)
+    assert isinstance(block.dropout_layer, Dropout) and block.attention._dropout_layer.rate == 0.5

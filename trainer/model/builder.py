@@ -19,6 +19,7 @@ from trainer.model.config import HeadConfig, TransformerConfig
 from trainer.model.layers import (
     AttentionMask,
     Bias,
+    Dropout,
     GatherIndex,
     GatherPositions,
     PositionEmbedding,
@@ -63,7 +64,7 @@ def build_model(
         x = x + segments(SegmentIds(name="segment_ids_or_zeros")(inputs["token_ids"], inputs["segment_ids"]))
     if config.embedding_layer_norm:
         x = keras.layers.LayerNormalization(epsilon=config.layer_norm_epsilon, name="embeddings_layer_norm")(x)
-    x = keras.layers.Dropout(config.dropout, name="embeddings_dropout")(x)
+    x = Dropout(config.dropout, name="embeddings_dropout")(x)
     mask = AttentionMask(config.causal, name="attention_mask_builder")(inputs["padding_mask"], inputs["attention_mask"])
     for i in range(config.num_layers):
         x = TransformerBlock(
@@ -97,10 +98,10 @@ def build_model(
             h = GatherIndex(name=f"{head_name}_extract")(sequence, index)
             if head.use_pooler and pooler is not None:
                 h = pooler(h)
-            h = keras.layers.Dropout(head.dropout, name=f"{head_name}_dropout")(h)
+            h = Dropout(head.dropout, name=f"{head_name}_dropout")(h)
             outputs[head_name] = keras.layers.Dense(head.num_classes, kernel_initializer=init, name=head_name)(h)
         elif head.kind == "token":
-            h = keras.layers.Dropout(head.dropout, name=f"{head_name}_dropout")(sequence)
+            h = Dropout(head.dropout, name=f"{head_name}_dropout")(sequence)
             outputs[head_name] = keras.layers.Dense(head.num_classes, kernel_initializer=init, name=head_name)(h)
         else:  # pragma: no cover - Literal-checked by the config
             raise ValueError(f"heads.{head_name}: unknown kind {head.kind!r}")

@@ -43,6 +43,35 @@ class NamedActivation(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
+class Dropout(keras.layers.Dropout):
+    """Dropout whose masks come from the ThreeFry counter-based generator (JAX's default) instead of
+    TensorFlow's auto-selected algorithm: compiled by XLA for CPU the latter costs hundreds of nanoseconds per
+    element (a training step of BERT-mini spent ~20% of its forward pass drawing dropout masks), ThreeFry a few.
+    Same semantics: each unit is kept with probability 1 - rate and scaled by 1 / (1 - rate)."""
+
+    def call(self, inputs, training=False):
+        if not training or self.rate <= 0:
+            return inputs
+        import tensorflow as tf  # noqa: PLC0415 - the trainer runs Keras on TensorFlow
+
+        # Stateless ops under XLA want an int32 seed; the generator's state is int64 (as Keras does it).
+        seed = tf.cast(tf.math.floormod(self.seed_generator.next(), tf.int32.max - 1), tf.int32)
+        return tf.nn.experimental.stateless_dropout(
+            inputs, rate=self.rate, seed=seed, noise_shape=self.noise_shape, rng_alg="threefry"
+        )
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class SelfAttention(keras.layers.MultiHeadAttention):
+    """``MultiHeadAttention`` (same weights and names) whose dropout on the attention probabilities is
+    :class:`Dropout`."""
+
+    def _build_attention(self, rank):
+        super()._build_attention(rank)
+        self._dropout_layer = Dropout(rate=self._dropout, dtype=self.dtype_policy, seed=self.seed)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class ReversibleEmbedding(keras.layers.Embedding):
     """Token embedding that also projects hidden states back onto the vocabulary (``reverse=True``),
     so LM decoders are tied to the embedding by calling the same layer."""
@@ -125,7 +154,7 @@ class TransformerBlock(keras.layers.Layer):
     def build(self, input_shape):
         hidden = input_shape[-1]
         init = initializer(self.stddev)
-        self.attention = keras.layers.MultiHeadAttention(
+        self.attention = SelfAttention(
             num_heads=self.num_heads, key_dim=hidden // self.num_heads, dropout=self.attention_dropout,
             kernel_initializer=init, name="attention",
         )
@@ -138,7 +167,7 @@ class TransformerBlock(keras.layers.Layer):
         self.output_dense.build((*input_shape[:-1], self.intermediate_size))
         self.output_norm = keras.layers.LayerNormalization(epsilon=self.layer_norm_epsilon, name="output_norm")
         self.output_norm.build(input_shape)
-        self.dropout_layer = keras.layers.Dropout(self.dropout)
+        self.dropout_layer = Dropout(self.dropout)
         self._act = activation_fn(self.activation)
 
     def call(self, x, attention_mask=None, training=None):
