@@ -3,8 +3,8 @@ vs keras-hub's BertBackbone + MaskedLMHead + an NSP head trained with ``fit`` (X
 
 BERT-mini (4 layers, hidden 256, 4 heads, intermediate 1024, vocab 30522) or BERT-small (8 heads, hidden 512,
 intermediate 2048), batch 32, sequence 128, 20 masked positions, MLM + NSP, AdamW. Each system runs --runs
-times, interleaved; a run times --steps steps after --warmup steps. Reports the median examples/s, the ratio,
-and the fraction of a measured XLA matmul peak (the model's training FLOPs per example: 6 x parameters in
+times, interleaved; a run times --steps steps after --warmup steps. Reports the median examples/s, their ratio,
+the median of the per-pair ratios (ours, then keras-hub right after: robust to the machine's drift), and the fraction of a measured XLA matmul peak (the model's training FLOPs per example: 6 x parameters in
 matmuls x tokens, plus attention).
 
     .venv/bin/python benchmarks/bench_train.py [--size mini|small] [--runs 3] [--steps 10]
@@ -119,6 +119,9 @@ def main() -> None:
         "examples_per_second": {k: round(v, 2) for k, v in med.items()},
         "runs": {k: [round(x, 2) for x in v] for k, v in results.items()},
         "ratio_ours_over_keras_hub": round(med["ours"] / med["keras_hub"], 3),
+        # each run of ours is paired with the keras-hub run right after it: the machine's drift cancels in a pair
+        "pair_ratios": [round(a / b, 3) for a, b in zip(results["ours"], results["keras_hub"])],
+        "median_pair_ratio": round(statistics.median(a / b for a, b in zip(results["ours"], results["keras_hub"])), 3),
         "matmul_peak_gflops": round(peak / 1e9, 1),
         "fraction_of_peak": {k: round(v * flops / peak, 3) for k, v in med.items()},
     }, indent=2))
