@@ -263,20 +263,19 @@ class ReadDocuments(beam.DoFn):
                 continue  # the tail of a document owned by the previous range
             if first < 0:
                 first = line_offset
+            text = None
             if len(raw) <= max_bytes:
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError:
-                    text = None
-                if text is not None:
-                    lines.append(text.strip())
-                    offsets.append(line_offset)
-                    continue
-            text, letter = self._decode(path, line_offset, raw)
-            self.dead.inc()
-            yield beam.pvalue.TaggedOutput(self.DEAD, letter)
-            if text is not None and text.strip():
-                lines.append(text.strip())
+                    pass
+            if text is None:  # too long or invalid UTF-8: a dead letter, and the repaired text if there is one
+                text, letter = self._decode(path, line_offset, raw)
+                self.dead.inc()
+                yield beam.pvalue.TaggedOutput(self.DEAD, letter)
+            text = text.strip() if text is not None else ""
+            if text:
+                lines.append(text)
                 offsets.append(line_offset)
         if lines:
             yield from self._emit(path, first, lines, offsets)

@@ -19,6 +19,11 @@ from apache_beam.io import filebasedsink
 from apache_beam.io.filesystem import CompressionTypes
 
 
+def length_mask(lengths: np.ndarray, width: int) -> np.ndarray:
+    """int64 [n, width]: 1 on the first ``lengths[i]`` positions of row i (the ``input_mask`` feature)."""
+    return (np.arange(width) < np.asarray(lengths)[:, None]).astype(np.int64)
+
+
 def serialize_examples(columns: Mapping[str, np.ndarray]) -> list[bytes]:
     """{feature name: int [n, k] or float32 [n, k] array} -> n serialized Examples (Int64List/FloatList)."""
     import tensorflow as tf  # noqa: PLC0415 - workers import TensorFlow once, on first use

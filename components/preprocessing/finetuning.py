@@ -27,7 +27,7 @@ from apache_beam.metrics import Metrics
 
 from components.preprocessing.beam_options import pipeline_options
 from components.preprocessing.corpus import NAMESPACE, FileRange, LineNumberCache, ReadDocuments, dead_letter
-from components.preprocessing.examples import WriteRecordBatches, serialize_examples
+from components.preprocessing.examples import WriteRecordBatches, length_mask, serialize_examples
 from components.preprocessing.pretraining import (
     PreprocessError,
     _counters,
@@ -156,7 +156,7 @@ class EncodeExamples(beam.DoFn):
             weights[row, : len(row_weights)] = row_weights
         columns = {
             features.INPUT_IDS: ids,
-            features.INPUT_MASK: (np.arange(length) < lengths[:, None]).astype(np.int64),
+            features.INPUT_MASK: length_mask(lengths, length),
             features.SEGMENT_IDS: segments,
             features.task_labels(task): labels,
             features.task_weights(task): weights,

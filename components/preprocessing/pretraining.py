@@ -36,7 +36,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from components.preprocessing import instances as inst
 from components.preprocessing.beam_options import pipeline_options
 from components.preprocessing.corpus import NAMESPACE, Document, LineNumberCache, ReadDocuments, SplitIntoRanges, dead_letter
-from components.preprocessing.examples import WriteRecordBatches, serialize_examples
+from components.preprocessing.examples import WriteRecordBatches, length_mask, serialize_examples
 from trainer import features, fileio
 from trainer.config import Config, option
 from trainer.text.factory import EncoderConfig, build_encoder, shared_encoder
@@ -225,8 +225,7 @@ class MakeInstances(beam.DoFn):
         lengths = np.concatenate([b[1] for b in blocks])
         self.instances.inc(len(tokens))
         self._count_lengths(lengths)
-        mask = (np.arange(length) < lengths[:, None]).astype(np.int32)
-        yield serialize_examples({features.INPUT_IDS: tokens, features.INPUT_MASK: mask})
+        yield serialize_examples({features.INPUT_IDS: tokens, features.INPUT_MASK: length_mask(lengths, length)})
 
     def _masked(self, documents: list[inst.TokenizedDocument]):
         config = self.config
@@ -251,7 +250,7 @@ class MakeInstances(beam.DoFn):
         self._count_lengths(batch.lengths)
         columns = {
             features.INPUT_IDS: batch.tokens,
-            features.INPUT_MASK: (np.arange(config.max_seq_length) < batch.lengths[:, None]).astype(np.int32),
+            features.INPUT_MASK: length_mask(batch.lengths, config.max_seq_length),
             features.SEGMENT_IDS: batch.segment_ids,
             features.MASKED_LM_POSITIONS: batch.masked_positions,
             features.MASKED_LM_IDS: batch.masked_ids,
