@@ -116,9 +116,13 @@ def test_kill_9_then_resume_continues_without_replaying_data(single_device_run, 
     args = pretrain_args(pretraining_records, tmp_path)
     proc = subprocess.Popen([sys.executable, "-m", "trainer", *args], cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    first_checkpoint = tmp_path / "checkpoints" / "ckpt-4.index"
+    # The checkpoint counts once CheckpointManager's state file names it (it is written after the ckpt files;
+    # a kill in between rightly resumes from the previous checkpoint).
+    state = tmp_path / "checkpoints" / "checkpoint"
     deadline = time.time() + 300
-    while not first_checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+    while proc.poll() is None and time.time() < deadline:
+        if state.exists() and 'ckpt-4"' in state.read_text():
+            break
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
