@@ -79,7 +79,7 @@ def finetuned(finetuning_data, tmp_path_factory):
         f"data.train=[{d['question_train']}, {d['cap_train']}]", f"data.eval=[{d['question_eval']}, {d['cap_eval']}]",
         "tasks=[{name: question, kind: sentence, dropout: 0.0}, {name: cap, kind: token, dropout: 0.0}]",
         "data.global_batch_size=32", "steps=240", "log_every=40", "checkpoint_every=240",
-        "optimizer.learning_rate=3e-3", "optimizer.warmup_steps=20", *TINY,
+        "optimizer.learning_rate=1e-3", "optimizer.warmup_steps=20", *TINY,
     ])
     return out, train(config)
 

@@ -111,19 +111,31 @@ def test_config_errors_name_fields():
         build_model(TransformerConfig(**{**TINY.to_dict(), "pooler": False}), {"nsp": HeadConfig(kind="next_sentence")})
 
 
-def test_threefry_dropout_keeps_units_with_probability_one_minus_rate_everywhere_in_the_encoder():
+def test_dropout_masks_keep_one_minus_rate_independently_fresh_per_call_with_and_without_xla():
     import tensorflow as tf  # noqa: PLC0415
 
     from trainer.model.layers import Dropout, SelfAttention, TransformerBlock  # noqa: PLC0415
 
-    layer = Dropout(0.25, seed=1)
-    x = np.ones((200, 500), np.float32)
-    assert (np.asarray(layer(x, training=False)) == x).all()
-    step = tf.function(lambda v: layer(v, training=True), jit_compile=True)  # the trainer's XLA path
-    first, second = np.asarray(step(x)), np.asarray(step(x))
-    np.testing.assert_allclose(np.unique(first), [0.0, 1 / 0.75], rtol=1e-6)
-    assert abs((first == 0).mean() - 0.25) < 0.005
-    assert (first != second).any()  # a fresh mask per call
+    x = np.ones((400, 1000), np.float32)
+    for jit in (True, False):  # the trainer's XLA step, and runtime.xla=false
+        layer = Dropout(0.25, seed=1)
+        assert (np.asarray(layer(x, training=False)) == x).all()
+        step = tf.function(lambda v, layer=layer: layer(v, training=True), jit_compile=jit)
+        first, second = np.asarray(step(x)), np.asarray(step(x))
+        np.testing.assert_allclose(np.unique(first), [0.0, 1 / 0.75], rtol=1e-6)
+        dropped, again = (first == 0).ravel(), (second == 0).ravel()
+        # 400k draws: one standard deviation of each rate below is <= 7e-4
+        assert abs(dropped.mean() - 0.25) < 0.004
+        assert abs((dropped[:-1] & dropped[1:]).mean() - 0.0625) < 0.004  # neighbours independent
+        assert abs((dropped[:-1000] & dropped[1000:]).mean() - 0.0625) < 0.004  # rows independent
+        assert abs((dropped & again).mean() - 0.0625) < 0.004  # a fresh mask per call
+        other_layer = Dropout(0.25, seed=2)
+        other = np.asarray(tf.function(lambda v: other_layer(v, training=True), jit_compile=jit)(x)) == 0
+        assert abs((dropped & other.ravel()).mean() - 0.0625) < 0.004  # layers draw independently
+    rows = np.asarray(Dropout(0.5, noise_shape=(None, 1), seed=3)(x, training=True))
+    assert set(np.unique(rows.std(axis=1))) == {0.0} and 100 < (rows[:, 0] == 0).sum() < 300
+    half = Dropout(0.5, seed=4, dtype="mixed_bfloat16")(tf.ones((8, 8), tf.bfloat16), training=True)
+    assert half.dtype == tf.bfloat16 and set(np.unique(np.asarray(half, np.float32))) <= {0.0, 2.0}
     block = TransformerBlock(num_heads=2, intermediate_size=8, attention_dropout=0.5)
     block.build((None, 4, 8))
     assert isinstance(block.attention, SelfAttention) and isinstance(block.attention._dropout_layer, Dropout)

@@ -146,3 +146,43 @@ def test_one_run_moves_from_lm_pretraining_to_finetuning_by_schedule(tmp_path):
         (round(1 - 10 / 19, 4), round(10 / 19, 4)), (0.0, 1.0)]
     last = history[-1]  # the last step (global step 19): only the classifier's loss counts
     assert last["loss/loss"] == pytest.approx(last["loss/topic"], rel=1e-4) and last["loss/masked_lm"] > 1.0
+
+
+def _tiny_step(compile_update: bool, overrides=()):
+    import keras  # noqa: PLC0415
+
+    from trainer.training import loop  # noqa: PLC0415
+
+    config = TrainConfig.resolve(None, [
+        "output_dir=unused", "data.synthetic=true", "data.synthetic_seq_length=16", "data.synthetic_predictions=3",
+        "data.global_batch_size=4",
+        "model.hidden_size=16", "model.num_layers=1", "model.num_heads=2", "model.intermediate_size=32",
+        "model.dropout=0", "model.attention_dropout=0", "steps=10", *overrides])
+    keras.utils.set_random_seed(0)
+    layout = data_lib.Layout(16, 3, config.tasks)
+    model, model_config, _ = loop.build_training_model(config, {"next_sentence": 2}, None)
+    optimizer = loop.make_optimizer(config, "float32")
+    optimizer.build(model.trainable_variables)
+    batches = iter(data_lib.synthetic_dataset(layout, model_config.vocab_size, {"next_sentence": 2}, 0, 4, 0, 1, 0))
+    step = loop._make_step(model, optimizer, config, layout, "float32", compile_update)
+    run = tf.function(lambda n: [step(next(batches)) for _ in range(n)])
+    return model, run
+
+
+def test_compiled_update_equals_keras_apply_and_embedding_gradients_are_dense():
+    weights = []
+    for compiled in (False, True):
+        model, run = _tiny_step(compiled)
+        run(3)
+        weights.append([v.numpy() for v in model.trainable_variables])
+    for ours, keras_apply in zip(*weights):
+        np.testing.assert_allclose(ours, keras_apply, atol=1e-7)
+    # Adam's first step moves every weight with a non-zero gradient by the learning rate (m / sqrt(v) = sign(g)).
+    # The segment embedding's gradient arrives as one row per token; summed before Adam, as BERT's dense Adam
+    # does, row 0 (every token's segment) moves by exactly lr; squaring rows before summing would move it less.
+    model, run = _tiny_step(True, ["optimizer.warmup_steps=0", "optimizer.weight_decay=0", "optimizer.clip_norm=0",
+                              "optimizer.epsilon=1e-12"])
+    segment = next(v for v in model.trainable_variables if "segment" in v.path)
+    before = segment.numpy()
+    run(1)
+    np.testing.assert_allclose(np.abs(segment.numpy() - before)[0], 1e-4, rtol=1e-3)
