@@ -140,3 +140,17 @@ def test_dropout_masks_keep_one_minus_rate_independently_fresh_per_call_with_and
     block.build((None, 4, 8))
     assert isinstance(block.attention, SelfAttention) and isinstance(block.attention._dropout_layer, Dropout)
     assert isinstance(block.dropout_layer, Dropout) and block.attention._dropout_layer.rate == 0.5
+
+
+def test_gelu_matches_keras_exact_gelu():
+    import keras  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
+
+    from trainer.model.layers import gelu_erf  # noqa: PLC0415
+
+    z = tf.linspace(-8.0, 8.0, 1001)
+    np.testing.assert_allclose(gelu_erf(z), keras.activations.gelu(z, approximate=False), atol=2e-6)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(z)
+        ours, theirs = gelu_erf(z), keras.activations.gelu(z, approximate=False)
+    np.testing.assert_allclose(tape.gradient(ours, z), tape.gradient(theirs, z), atol=2e-6)

@@ -16,9 +16,16 @@ def initializer(stddev: float) -> keras.initializers.Initializer:
     return keras.initializers.TruncatedNormal(stddev=stddev)
 
 
+def gelu_erf(x):
+    """BERT's exact GELU, x * Phi(x), written with erf as BERT writes it. Keras's exact GELU goes through
+    ``tf.nn.gelu``'s erfc, which XLA compiles for CPU into code half as fast (6.4 vs 3.2 ms on [32, 128, 1536]);
+    the two agree to ~1e-6."""
+    return 0.5 * x * (1.0 + ops.erf(x * ops.cast(0.7071067811865476, x.dtype)))
+
+
 def activation_fn(name: str):
     if name == "gelu":
-        return lambda x: keras.activations.gelu(x, approximate=False)
+        return gelu_erf
     if name == "gelu_tanh":
         return lambda x: keras.activations.gelu(x, approximate=True)
     if name == "relu":
