@@ -154,3 +154,27 @@ def test_gelu_matches_keras_exact_gelu():
         tape.watch(z)
         ours, theirs = gelu_erf(z), keras.activations.gelu(z, approximate=False)
     np.testing.assert_allclose(tape.gradient(ours, z), tape.gradient(theirs, z), atol=2e-6)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_last_block_at_read_positions_gives_the_full_models_head_outputs(causal):
+    from trainer.model.builder import transfer_weights  # noqa: PLC0415
+
+    config = TransformerConfig(**{**TINY.to_dict(), "causal": causal})
+    heads = {"mlm": HeadConfig(kind="masked_lm"), "nsp": HeadConfig(kind="next_sentence"),
+             "topic": HeadConfig(kind="sentence", num_classes=3)}
+    full, compact = build_model(config, heads), build_model(config, heads, last_block_at_read_positions=True)
+    assert transfer_weights(full, compact)[1] == []
+    rng = np.random.default_rng(0)
+    inputs = {
+        "token_ids": rng.integers(0, TINY.vocab_size, (3, 10)).astype("int32"), "segment_ids": np.zeros((3, 10), "int32"),
+        "padding_mask": (np.arange(10) < np.array([[10], [7], [5]])).astype("int32"), "attention_mask": None,
+        "masked_positions": np.array([[1, 3, 4], [2, 5, 6], [0, 1, 2]], "int32"), "topic_index": np.array([0, 3, 4], "int32"),
+    }
+    want, got = full(inputs), compact(inputs)
+    assert set(got) == {"mlm", "nsp", "topic", "pooled_output"}  # no sequence_output: the last block ran at 3 + 2 rows
+    for name in got:
+        np.testing.assert_allclose(got[name], want[name], atol=1e-6)
+    # a token-level head reads every position: the option then builds the full model
+    tagger = build_model(config, {"tags": HeadConfig(kind="token", num_classes=2)}, last_block_at_read_positions=True)
+    assert "sequence_output" in tagger.output

@@ -210,9 +210,17 @@ class TransformerBlock(keras.layers.Layer):
         self.dropout_layer = Dropout(self.dropout)
         self._act = activation_fn(self.activation)
 
-    def call(self, x, attention_mask=None, training=None):
-        attended = self.attention(x, x, attention_mask=attention_mask, training=training)
-        x = self.attention_norm(x + self.dropout_layer(attended, training=training))
+    def call(self, x, attention_mask=None, training=None, query_positions=None):
+        """-> [batch, length, hidden]; with ``query_positions`` [batch, n], the outputs at those positions only,
+        [batch, n, hidden] (keys and values still span the whole sequence: the same numbers, less work)."""
+        query = x
+        if query_positions is not None:
+            rows = ops.expand_dims(ops.cast(query_positions, "int32"), -1)
+            query = ops.take_along_axis(x, rows, axis=1)
+            if attention_mask is not None and attention_mask.shape[1] != 1:  # per-query rows (explicit or causal)
+                attention_mask = ops.take_along_axis(attention_mask, rows, axis=1)
+        attended = self.attention(query, x, attention_mask=attention_mask, training=training)
+        x = self.attention_norm(query + self.dropout_layer(attended, training=training))
         hidden = self.output_dense(self._act(self.intermediate(x)))
         return self.output_norm(x + self.dropout_layer(hidden, training=training))
 

@@ -139,6 +139,9 @@ class RuntimeConfig(Config):
     mixed_precision: Literal["auto", "none", "bfloat16", "float16"] = option(
         "auto", "auto: bfloat16 on TPU, float16 with loss scaling on GPU, none on CPU")
     xla: bool = option(True, "compile the training step with XLA")
+    last_block_at_read_positions: bool = option(
+        True, "when every task reads a few positions (masked LM, next sentence, sentence tasks), run the last "
+        "transformer block only there: the same losses and gradients, less compute (the export is the full model)")
     steps_per_loop: int = option(10, "steps per tf.function call (fewer host round trips; checkpoints fall between calls)")
 
     def check(self) -> list[str]:

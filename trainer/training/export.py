@@ -15,7 +15,9 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 
 from trainer import features, fileio
+from trainer.model.builder import build_model, config_from_model, transfer_weights
 from trainer.model.saving import MODEL_FILE, save_model
+from trainer.training import tasks as tasks_lib
 from trainer.training.config import TrainConfig
 
 SERVING_DIR = "serving"
@@ -99,12 +101,15 @@ def export_model(model, config: TrainConfig, layout, encoder_dir: str | None, la
 
     out = fileio.join(config.output_dir, EXPORT_DIR)
     fileio.makedirs(out)
-    # Serving copy in float32 (the training policy may be mixed): rebuild with the same heads and weights.
+    # Serving copy in float32 (the training policy may be mixed), rebuilt with the same heads and weights and
+    # the full last block (training may have run it at the heads' positions only).
     policy = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy("float32")
     try:
-        serving_model = keras.Model.from_config(model.get_config())
-        serving_model.set_weights(model.get_weights())
+        serving_model = build_model(config_from_model(model), tasks_lib.head_configs(config.tasks, num_classes))
+        copied, fresh = transfer_weights(model, serving_model)
+        if fresh:  # pragma: no cover - the same builder made both
+            raise RuntimeError(f"export: layers {fresh} of the serving model have no trained weights")
     finally:
         keras.mixed_precision.set_global_policy(policy)
     save_model(serving_model, fileio.join(out, MODEL_FILE))

@@ -154,7 +154,8 @@ def load_base_model(init_from: str) -> keras.Model:
 
 def build_training_model(config: TrainConfig, num_classes: dict[str, int], base: keras.Model | None):
     model_config = config_from_model(base) if base is not None else config.model
-    model = build_model(model_config, tasks_lib.head_configs(config.tasks, num_classes))
+    model = build_model(model_config, tasks_lib.head_configs(config.tasks, num_classes),
+                        last_block_at_read_positions=config.runtime.last_block_at_read_positions)
     report = {}
     if base is not None:
         copied, fresh = transfer_weights(base, model)
