@@ -6,7 +6,8 @@ the seed's explicit mask, e.g. custom or causal), ``masked_positions`` [batch, n
 ``<head>_index`` [batch] (the extraction index) for each sentence head.
 Outputs (by name): ``sequence_output``, ``pooled_output`` (when the encoder has BERT's pooler) and one output
 per head, named as the head: logits [batch, n, vocab] (masked_lm), [batch, length, vocab] (causal_lm),
-[batch, 2] (next_sentence), [batch, classes] (sentence), [batch, length, classes] (token).
+[batch, 2] (next_sentence), [batch, classes] (sentence), [batch, length, classes] (token). A training model
+built with ``last_block_at_read_positions`` has the head outputs and ``pooled_output`` but no ``sequence_output``.
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ def build_model(
     else:
         sequence = blocks[-1](x, attention_mask=mask) if blocks else x
         outputs = {"sequence_output": sequence}
+
     def extract(key: str, index, layer_name: str):
         """The vector at one position per example: from the compact rows, or gathered from the sequence."""
         if at is None:
