@@ -40,10 +40,10 @@ def index_input_name(head: str) -> str:
 POSITION_HEADS = ("masked_lm", "next_sentence", "sentence")
 
 
-def reads_positions_only(config: TransformerConfig, heads: Mapping[str, HeadConfig]) -> bool:
+def reads_positions_only(heads: Mapping[str, HeadConfig]) -> bool:
     """True when every head reads the encoder at a few positions (masked positions, [CLS], extraction
     indices), so the last block need not run anywhere else."""
-    return bool(heads) and all(h.kind in POSITION_HEADS for h in heads.values()) and config.num_layers > 0
+    return bool(heads) and all(h.kind in POSITION_HEADS for h in heads.values())
 
 
 def build_model(
@@ -99,14 +99,14 @@ def build_model(
     # one row per example for each single-position reader: [CLS] for the pooler, then each sentence head's index
     single_readers = (["first_token"] if config.pooler else []) + [n for n, h in heads.items() if h.kind == "sentence"]
     at = None  # the rows the heads read, when the last block runs only there
-    if last_block_at_read_positions and reads_positions_only(config, heads):
+    if last_block_at_read_positions and reads_positions_only(heads):
         singles = [first_token if n == "first_token" else inputs[index_input_name(n)] for n in single_readers]
         read = ReadPositions(name="read_positions")(singles, inputs.get(MLM_POSITIONS))
         at = HeadRows(len(singles), name="head_rows")(
             blocks[-1](x, attention_mask=mask, query_positions=read), inputs.get(MLM_POSITIONS))
         sequence, outputs = None, {}
     else:
-        sequence = blocks[-1](x, attention_mask=mask) if blocks else x
+        sequence = blocks[-1](x, attention_mask=mask)  # num_layers >= 1 (validated)
         outputs = {"sequence_output": sequence}
 
     def extract(key: str, index, layer_name: str):

@@ -107,7 +107,7 @@ def export_model(model, config: TrainConfig, layout, encoder_dir: str | None, la
     keras.mixed_precision.set_global_policy("float32")
     try:
         serving_model = build_model(config_from_model(model), tasks_lib.head_configs(config.tasks, num_classes))
-        copied, fresh = transfer_weights(model, serving_model)
+        _, fresh = transfer_weights(model, serving_model)
         if fresh:  # pragma: no cover - the same builder made both
             raise RuntimeError(f"export: layers {fresh} of the serving model have no trained weights")
     finally:
