@@ -178,3 +178,55 @@ def test_last_block_at_read_positions_gives_the_full_models_head_outputs(causal)
     # a token-level head reads every position: the option then builds the full model
     tagger = build_model(config, {"tags": HeadConfig(kind="token", num_classes=2)}, last_block_at_read_positions=True)
     assert "sequence_output" in tagger.output
+
+
+@pytest.mark.parametrize("mask_kind", ["padding", "causal"])
+def test_fused_attention_equals_keras_multi_head_attention(mask_kind):
+    """SelfAttention keeps MultiHeadAttention's weights and math but fuses the projections: same outputs and
+    gradients, for self-attention (one [hidden, 3 * hidden] matmul) and for queries at a few positions (key and
+    value fused), with a row that attends to nothing (zero probabilities, as MultiHeadAttention's masked softmax
+    gives it when attention dropout is configured, the path every BERT/GPT config takes)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    from trainer.model.layers import SelfAttention  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(3, 6, 16)), tf.float32)
+    layer = SelfAttention(num_heads=4, key_dim=4, dropout=0.1)
+    layer.build(x.shape, x.shape)
+    for variable in layer.weights:  # non-zero biases, so a misplaced bias or scale shows
+        variable.assign(rng.normal(size=variable.shape, scale=0.5))
+    keep = (np.arange(6) < np.array([[6], [4], [0]]))[:, None, :]  # [batch, 1, key]; the last row attends nowhere
+    if mask_kind == "causal":
+        keep = np.logical_and(keep, np.tri(6, dtype=bool)[None])
+    mask = tf.constant(keep)
+
+    def keras_attention(query, value, mask):
+        return keras.layers.MultiHeadAttention.call(layer, query, value, attention_mask=mask, training=False)
+
+    cases = {"self": (x, x, mask), "query rows": (tf.gather(x, [5, 1], axis=1), x, mask if mask.shape[1] == 1 else tf.gather(mask, [5, 1], axis=1))}
+    for name, (query, value, case_mask) in cases.items():
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch([query, value])
+            ours = layer(query, value if name != "self" else query, attention_mask=case_mask, training=False)
+            theirs = keras_attention(query, value if name != "self" else query, case_mask)
+            loss_ours, loss_theirs = tf.reduce_sum(ours * ours), tf.reduce_sum(theirs * theirs)
+        np.testing.assert_allclose(ours, theirs, atol=2e-6, err_msg=name)
+        pairs = [(got, want) for got, want in zip(tape.gradient(loss_ours, [query, value, *layer.trainable_weights]),
+                                                  tape.gradient(loss_theirs, [query, value, *layer.trainable_weights]))
+                 if want is not None]
+        # float32 sums in another order: the tolerance follows the gradients' scale (the key bias's gradient is
+        # zero in exact arithmetic, rounding noise here)
+        scale = max(float(tf.reduce_max(tf.abs(tf.convert_to_tensor(want)))) for _, want in pairs)
+        for got, want in pairs:
+            np.testing.assert_allclose(tf.convert_to_tensor(got), tf.convert_to_tensor(want), atol=1e-6 * scale, err_msg=name)
+    half = SelfAttention(num_heads=4, key_dim=4, dropout=0.1, dtype="mixed_bfloat16")
+    half.build(x.shape, x.shape)
+    for mine, theirs in zip(half.weights, layer.weights):
+        mine.assign(theirs)
+    x16 = tf.cast(x, tf.bfloat16)
+    out = half(x16, x16, attention_mask=mask, training=False)
+    reference = keras.layers.MultiHeadAttention.call(half, x16, x16, attention_mask=mask, training=False)
+    assert out.dtype == reference.dtype == tf.bfloat16
+    out, reference = tf.cast(out, tf.float32), tf.cast(reference, tf.float32)  # 8-bit mantissas, summed differently
+    np.testing.assert_allclose(out, reference, atol=0.02 * float(tf.reduce_max(tf.abs(reference))))

