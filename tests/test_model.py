@@ -230,3 +230,7 @@ def test_fused_attention_equals_keras_multi_head_attention(mask_kind):
     assert out.dtype == reference.dtype == tf.bfloat16
     out, reference = tf.cast(out, tf.float32), tf.cast(reference, tf.float32)  # 8-bit mantissas, summed differently
     np.testing.assert_allclose(out, reference, atol=0.02 * float(tf.reduce_max(tf.abs(reference))))
+    plain = SelfAttention(num_heads=2, key_dim=8, dropout=0.1, use_bias=False)  # no biases to fuse
+    plain.build(x.shape, x.shape)
+    np.testing.assert_allclose(plain(x, x, attention_mask=mask, training=False),
+                               keras.layers.MultiHeadAttention.call(plain, x, x, attention_mask=mask, training=False), atol=2e-6)

@@ -122,9 +122,11 @@ class SelfAttention(keras.layers.MultiHeadAttention):
         heads, size, dtype = self._num_heads, self._key_dim, query.dtype
         width = heads * size
 
+        def bias_of(dense, shape):
+            return ops.zeros(shape, dtype) if dense.bias is None else ops.reshape(ops.cast(dense.bias, dtype), shape)
+
         def projection(dense, scale=1.0):
-            kernel = ops.cast(dense.kernel, dtype)
-            kernel, bias = ops.reshape(kernel, (kernel.shape[0], width)), ops.reshape(ops.cast(dense.bias, dtype), (width,))
+            kernel, bias = ops.reshape(ops.cast(dense.kernel, dtype), (-1, width)), bias_of(dense, (width,))
             return (kernel * scale, bias * scale) if scale != 1.0 else (kernel, bias)
 
         def project(inputs, parts):
@@ -145,7 +147,7 @@ class SelfAttention(keras.layers.MultiHeadAttention):
         context = ops.einsum("bnqk,bknh->bqnh", probabilities, value)
         context = ops.reshape(context, (-1, ops.shape(context)[1], width))
         output_kernel = ops.reshape(ops.cast(self._output_dense.kernel, dtype), (width, -1))
-        return ops.matmul(context, output_kernel) + ops.cast(self._output_dense.bias, dtype)
+        return ops.matmul(context, output_kernel) + bias_of(self._output_dense, (output_kernel.shape[-1],))
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
