@@ -104,7 +104,8 @@ def main() -> None:
         print(f"  {name} / keras_hub: median pair {s['median_pair_ratio']:.3f}x (pairs {s['min_pair_ratio']:.2f}-"
               f"{s['max_pair_ratio']:.2f}x, {s['pairs_at_least_1']} of {s['pairs']} >= 1), ratio of medians "
               f"{s['ratio_of_medians']:.3f}x, of fastest runs {s['ratio_of_fastest']:.3f}x")
-    print(json.dumps({"sequences_per_s": rate, "vs_keras_hub": summary}))
+    seconds = {name: [round(t, 4) for t in v] for name, v in times.items()}  # raw rounds, for later analysis
+    print(json.dumps({"sequences_per_s": rate, "vs_keras_hub": summary, "seconds_per_round": seconds}))
 
 
 if __name__ == "__main__":
