@@ -125,9 +125,8 @@ class SelfAttention(keras.layers.MultiHeadAttention):
         def bias_of(dense, shape):
             return ops.zeros(shape, dtype) if dense.bias is None else ops.reshape(ops.cast(dense.bias, dtype), shape)
 
-        def projection(dense, scale=1.0):
-            kernel, bias = ops.reshape(ops.cast(dense.kernel, dtype), (-1, width)), bias_of(dense, (width,))
-            return (kernel * scale, bias * scale) if scale != 1.0 else (kernel, bias)
+        def projection(dense, scale=1.0):  # XLA drops a multiply by 1
+            return ops.reshape(ops.cast(dense.kernel, dtype), (-1, width)) * scale, bias_of(dense, (width,)) * scale
 
         def project(inputs, parts):
             kernels, biases = zip(*parts)
@@ -213,6 +212,11 @@ class AttentionMask(keras.layers.Layer):
         return {**super().get_config(), "causal": self.causal}
 
 
+def gather_rows(tensor, positions):
+    """Rows of ``tensor`` [batch, length, ...] at ``positions`` [batch, n] -> [batch, n, ...]."""
+    return ops.take_along_axis(tensor, ops.expand_dims(ops.cast(positions, "int32"), -1), axis=1)
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class TransformerBlock(keras.layers.Layer):
     """Post-layer-norm transformer block (BERT and GPT-1): x = LN(x + Attn(x)); x = LN(x + FFN(x))."""
@@ -254,10 +258,9 @@ class TransformerBlock(keras.layers.Layer):
         [batch, n, hidden] (keys and values still span the whole sequence: the same numbers, less work)."""
         query = x
         if query_positions is not None:
-            rows = ops.expand_dims(ops.cast(query_positions, "int32"), -1)
-            query = ops.take_along_axis(x, rows, axis=1)
+            query = gather_rows(x, query_positions)
             if attention_mask is not None and attention_mask.shape[1] != 1:  # per-query rows (explicit or causal)
-                attention_mask = ops.take_along_axis(attention_mask, rows, axis=1)
+                attention_mask = gather_rows(attention_mask, query_positions)
         attended = self.attention(query, x, attention_mask=attention_mask, training=training)
         x = self.attention_norm(query + self.dropout_layer(attended, training=training))
         hidden = self.output_dense(self._act(self.intermediate(x)))
@@ -276,7 +279,7 @@ class GatherPositions(keras.layers.Layer):
     """Vectors at given positions: sequence [batch, length, hidden], positions [batch, n] -> [batch, n, hidden]."""
 
     def call(self, sequence, positions):
-        return ops.take_along_axis(sequence, ops.expand_dims(ops.cast(positions, "int32"), -1), axis=1)
+        return gather_rows(sequence, positions)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
