@@ -23,7 +23,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from trainer.model.builder import build_model  # noqa: E402
+from trainer.model.backbone import Transformer  # noqa: E402
 from trainer.model.config import TransformerConfig  # noqa: E402
 
 MINILM = TransformerConfig(
@@ -47,10 +47,10 @@ def main() -> None:
     segments = tf.zeros_like(ids)
     mask = tf.ones_like(ids)
 
-    ours = build_model(MINILM)
+    ours = Transformer(MINILM)
     # keras-hub's BERT uses the tanh approximation of GELU; ours uses BERT's exact erf GELU (checkpoint parity).
     # The same-function comparison builds ours with gelu_tanh as well.
-    ours_tanh = build_model(TransformerConfig(**{**MINILM.to_dict(), "activation": "gelu_tanh"}))
+    ours_tanh = Transformer(TransformerConfig(**{**MINILM.to_dict(), "activation": "gelu_tanh"}))
     theirs = keras_hub.models.BertBackbone(
         vocabulary_size=MINILM.vocab_size, num_layers=MINILM.num_layers, num_heads=MINILM.num_heads,
         hidden_dim=MINILM.hidden_size, intermediate_dim=MINILM.intermediate_size, max_sequence_length=512,

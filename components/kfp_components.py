@@ -6,7 +6,7 @@ the same bodies run in the local Python environment.
 
 
 import dataclasses
-from typing import NamedTuple
+from typing import List, NamedTuple
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
@@ -28,11 +28,13 @@ def preprocess_corpus(corpus: Input[Dataset], encoder: Input[Artifact], records:
                                                              runner, beam_args))
 
 
-def prepare_finetuning_data(data: Input[Dataset], encoder: Input[Artifact], records: Output[Dataset], config_yaml: str = ""):
+def prepare_finetuning_data(data: Input[Dataset], encoder: Input[Artifact], records: Output[Dataset], config_yaml: str = "",
+                            runner: str = "DirectRunner", beam_args: list = []):  # noqa: B006 - KFP needs a literal default
     """Beam: labelled TSV/CSV/JSONL/CoNLL -> one task's TFRecords and label vocabulary."""
     from components import pipeline_steps
 
-    records.metadata.update(pipeline_steps.prepare_finetuning_data(data.path, encoder.path, records.path, config_yaml))
+    records.metadata.update(pipeline_steps.prepare_finetuning_data(data.path, encoder.path, records.path, config_yaml,
+                                                                   runner, beam_args))
 
 
 def convert_checkpoint(checkpoint: Input[Model], model: Output[Model], encoder: Output[Artifact], report: Output[Metrics],
@@ -47,51 +49,65 @@ def convert_checkpoint(checkpoint: Input[Model], model: Output[Model], encoder: 
     shutil.copytree(model.path + "/encoder", encoder.path)
 
 
-def train(train_data: Input[Dataset], model: Output[Model], metrics: Output[Metrics], config_yaml: str = "",
-          extra_train_data: Input[Dataset] = None, eval_data: Input[Dataset] = None,
-          extra_eval_data: Input[Dataset] = None, init_model: Input[Model] = None, encoder: Input[Artifact] = None):
-    """Pretraining and/or fine-tuning with the training config; the model artifact is the run folder."""
+def pretrain(train_data: Input[Dataset], model: Output[Model], metrics: Output[Metrics], config_yaml: str = "",
+             init_model: Input[Model] = None, encoder: Input[Artifact] = None):
+    """Pretraining on one folder of records; the model artifact is the run folder."""
     from components import pipeline_steps
 
-    train_dirs = [a.path for a in (train_data, extra_train_data) if a is not None]
-    eval_dirs = [a.path for a in (eval_data, extra_eval_data) if a is not None]
-    result = pipeline_steps.train(model.path, config_yaml, train_dirs, eval_dirs,
+    result = pipeline_steps.train(model.path, config_yaml, [train_data.path], [],
                                   init_model.path if init_model is not None else "",
                                   encoder.path if encoder is not None else "")
     for key, value in result.items():
         metrics.log_metric(key, value)
 
 
-def evaluate(model: Input[Model], eval_data: Input[Dataset], metrics: Output[Metrics],
+def train(train_data: Input[List[Dataset]], eval_data: Input[List[Dataset]], model: Output[Model],
+          metrics: Output[Metrics], config_yaml: str = "", init_model: Input[Model] = None,
+          encoder: Input[Artifact] = None):
+    """Multi-task fine-tuning on every task's records at once (lists: any number of tasks, from dsl.Collected)."""
+    from components import pipeline_steps
+
+    result = pipeline_steps.train(model.path, config_yaml, [a.path for a in train_data], [a.path for a in eval_data],
+                                  init_model.path if init_model is not None else "",
+                                  encoder.path if encoder is not None else "")
+    for key, value in result.items():
+        metrics.log_metric(key, value)
+
+
+def evaluate(model: Input[Model], eval_data: Input[List[Dataset]], metrics: Output[Metrics],
              confusion: Output[ClassificationMetrics], report: Output[HTML], report_markdown: Output[Markdown],
-             thresholds: dict = {}, extra_eval_data: Input[Dataset] = None,  # noqa: B006
-             baseline_model: Input[Model] = None, max_batches: int = 0) -> NamedTuple("EvaluationOutputs", passed=bool, summary=str):
-    """Per-task metrics, plots and the threshold gate (``passed`` feeds ``dsl.If``)."""
+             thresholds: dict = {}, baseline_model: Input[Model] = None,  # noqa: B006
+             max_batches: int = 0) -> NamedTuple("EvaluationOutputs", passed=bool, summary=str):
+    """Per-task metrics on every task's evaluation records, plots and the threshold gate (``summary`` feeds
+    the gate component)."""
     import json
-    import os
-    import shutil
-    import tempfile
+    from collections import namedtuple
 
     from components import pipeline_steps
 
-    data = [a.path for a in (eval_data, extra_eval_data) if a is not None]
-    with tempfile.TemporaryDirectory() as tmp:
-        result = pipeline_steps.evaluate(model.path, tmp, data, thresholds,
-                                         baseline_model.path if baseline_model is not None else "", max_batches)
-        shutil.copy(os.path.join(tmp, pipeline_steps.REPORT_HTML), report.path)
-        os.makedirs(os.path.dirname(report_markdown.path) or ".", exist_ok=True)
-        shutil.copy(os.path.join(tmp, pipeline_steps.REPORT_MARKDOWN), report_markdown.path)
+    result = pipeline_steps.evaluate_into(model.path, [a.path for a in eval_data], report.path, report_markdown.path,
+                                          thresholds, baseline_model.path if baseline_model is not None else "",
+                                          max_batches)
     for key, value in result["flat"].items():
         metrics.log_metric(key, value)
     for task, values in result["metrics"].items():
-        if isinstance(values, dict) and "confusion_matrix" in values:
+        if isinstance(values, dict) and "confusion_matrix" in values:  # the artifact holds one; the report has all
             labels = values.get("labels") or [str(i) for i in range(len(values["confusion_matrix"]))]
             confusion.log_confusion_matrix(labels, values["confusion_matrix"])
             break
-    from collections import namedtuple
-
     summary = json.dumps({"passed": result["passed"], "reasons": result["reasons"], "metrics": result["flat"]})
     return namedtuple("EvaluationOutputs", ["passed", "summary"])(result["passed"], summary)
+
+
+def evaluate_pretraining(model: Input[Model], eval_data: Input[Dataset], metrics: Output[Metrics],
+                         report: Output[HTML], report_markdown: Output[Markdown], max_batches: int = 0):
+    """Metrics of the pretraining run on (part of) its records, and its report; no gate."""
+    from components import pipeline_steps
+
+    result = pipeline_steps.evaluate_into(model.path, [eval_data.path], report.path, report_markdown.path,
+                                          max_batches=max_batches)
+    for key, value in result["flat"].items():
+        metrics.log_metric(key, value)
 
 
 def register(model: Input[Model], project: str, region: str, display_name: str, serving_image: str) -> str:
@@ -129,8 +145,10 @@ class Components:
     preprocess_corpus: object
     prepare_finetuning_data: object
     convert_checkpoint: object
+    pretrain: object
     train: object
     evaluate: object
+    evaluate_pretraining: object
     register: object
     local_register: object
     gate: object

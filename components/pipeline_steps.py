@@ -14,7 +14,7 @@ import os
 
 import yaml
 
-from trainer import fileio
+from trainer import features, fileio
 from trainer.config import Config
 
 REPORT_HTML = "report.html"
@@ -65,13 +65,16 @@ def preprocess_corpus(corpus: str, encoder_dir: str, output_dir: str, config_yam
     return {"records": manifest["records"], "shards": len(manifest["shards"]), **manifest["counts"]}
 
 
-def prepare_finetuning_data(data: str, encoder_dir: str, output_dir: str, config_yaml: str = "") -> dict:
+def prepare_finetuning_data(data: str, encoder_dir: str, output_dir: str, config_yaml: str = "",
+                            runner: str = "DirectRunner", beam_args: list | None = None) -> dict:
+    """Beam: one task's labelled data -> its records; ``task`` in the result names them in the pipeline's UI."""
     from components.preprocessing.finetuning import FinetuningDataConfig, run  # noqa: PLC0415
 
     config = _config(FinetuningDataConfig, config_yaml, inputs=corpus_files(data), output_dir=output_dir,
-                     **{"encoder.assets_dir": encoder_dir})
+                     **{"encoder.assets_dir": encoder_dir}, runner=runner, beam_args=list(beam_args or []))
     manifest = run(config)
-    return {"records": manifest["records"], "labels": len(manifest["labels"]), **manifest["counts"]}
+    return {"task": manifest["task"], "records": manifest["records"], "labels": len(manifest["labels"]),
+            **manifest["counts"]}
 
 
 def convert_checkpoint(source: str, output_dir: str, config_yaml: str = "", reference_outputs: str = "") -> dict:
@@ -94,7 +97,7 @@ def train(output_dir: str, config_yaml: str = "", train_data: list | None = None
 
     paths: dict = {"output_dir": output_dir}
     if train_data:
-        paths["data.train"] = list(train_data)
+        paths["data.train"] = in_task_order(list(train_data), config_yaml)
     if eval_data:
         paths["data.eval"] = list(eval_data)
     if init_from:
@@ -103,6 +106,21 @@ def train(output_dir: str, config_yaml: str = "", train_data: list | None = None
         paths["encoder_dir"] = encoder_dir
     result = run(_config(TrainConfig, config_yaml, **paths))
     return _flat_metrics(result.get("eval", {}), {"steps": result["step"], "examples_per_second": result["examples_per_second"]})
+
+
+def in_task_order(folders: list[str], config_yaml: str) -> list[str]:
+    """Task record folders in the order of the training config's tasks: a pipeline's fan-in (dsl.Collected)
+    need not keep the loop's order, and ``data.train_weights`` are given in the order of the tasks. Folders
+    that are not one task's records keep their place in front."""
+    data = yaml.safe_load(config_yaml or "") or {}
+    names = [t.get("name") for t in data.get("tasks") or [] if isinstance(t, dict)]
+
+    def position(folder: str) -> int:
+        manifest = fileio.join(folder, features.MANIFEST_FILE)
+        task = json.loads(fileio.read_text(manifest)).get("task") if fileio.exists(manifest) else None
+        return names.index(task) if task in names else -1
+
+    return sorted(folders, key=position)
 
 
 def _flat_metrics(evaluation: dict, extra: dict | None = None) -> dict:
@@ -139,14 +157,29 @@ def evaluate(model_dir: str, output_dir: str, data: list | None = None, threshol
     if baseline_dir:
         baseline = evaluate_run(EvaluateConfig(model_dir=model_folder(baseline_dir), data=tuple(data or ()),
                                                max_batches=max_batches))
-    history_file = fileio.join(model_dir, "metrics.json")
+    history_file = fileio.join(model_dir, features.METRICS_FILE)
     history = json.loads(fileio.read_text(history_file)).get("history", []) if fileio.exists(history_file) else []
     fileio.makedirs(output_dir)
     write_report(output_dir, metrics, history, thresholds or {}, passed, reasons, baseline)
     result = {"metrics": metrics, "flat": flat, "passed": passed, "reasons": reasons}
     if baseline is not None:
         result["baseline"] = baseline
-    fileio.atomic_write_text(fileio.join(output_dir, "metrics.json"), json.dumps(result, indent=2))
+    fileio.atomic_write_text(fileio.join(output_dir, features.METRICS_FILE), json.dumps(result, indent=2))
+    return result
+
+
+def evaluate_into(model_dir: str, data: list, report_html: str, report_markdown: str, thresholds: dict | None = None,
+                  baseline_dir: str = "", max_batches: int = 0) -> dict:
+    """:func:`evaluate` with its two reports written to the given (artifact) paths: the shared body of the
+    evaluate components."""
+    import shutil  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory() as tmp:
+        result = evaluate(model_dir, tmp, data, thresholds, baseline_dir, max_batches)
+        for name, target in ((REPORT_HTML, report_html), (REPORT_MARKDOWN, report_markdown)):
+            os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
+            shutil.copy(os.path.join(tmp, name), target)
     return result
 
 
@@ -223,14 +256,14 @@ def write_report(output_dir: str, metrics: dict, history: list, thresholds: dict
 
 def model_folder(path: str) -> str:
     """A training run folder's ``export/``, or the folder itself (a converted model)."""
-    export = fileio.join(path, "export")
-    return export if fileio.exists(fileio.join(export, "model.keras")) else path
+    export = fileio.join(path, features.EXPORT_DIR)
+    return export if fileio.exists(fileio.join(export, features.MODEL_FILE)) else path
 
 
 def copy_model_encoder(model_dir: str, output_dir: str) -> None:
     from trainer.text.factory import load_encoder  # noqa: PLC0415
 
-    load_encoder(fileio.join(model_folder(model_dir), "encoder")).save(output_dir)
+    load_encoder(fileio.join(model_folder(model_dir), features.ENCODER_DIR)).save(output_dir)
 
 
 def register_local(model_dir: str, registry_dir: str, display_name: str) -> str:
@@ -256,7 +289,7 @@ def register(model_dir: str, project: str, region: str, display_name: str, servi
     from google.cloud import aiplatform  # noqa: PLC0415
 
     aiplatform.init(project=project, location=region)
-    uri = artifact_uri or fileio.join(model_dir, "export", "serving")
+    uri = artifact_uri or fileio.join(model_dir, features.EXPORT_DIR, features.SERVING_DIR)
     if not uri.startswith("gs://"):
         raise ValueError(f"register: the model must be on GCS for Vertex AI, got {uri}")
     model = aiplatform.Model.upload(display_name=display_name, artifact_uri=uri,

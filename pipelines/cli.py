@@ -137,7 +137,7 @@ def _add_pipeline_commands(commands) -> None:
 
     pipeline = commands.add_parser("pipeline", help="KFP pipelines: compile, run locally, submit, schedule")
     actions = pipeline.add_subparsers(dest="pipeline_action", required=True)
-    param_help = "pipeline parameter NAME=VALUE (repeatable), e.g. --param task_a_train=gs://b/train.tsv"
+    param_help = "pipeline parameter NAME=VALUE (repeatable), e.g. --param model_display_name=kjv-v2"
 
     compile_ = actions.add_parser("compile", help="write the pipeline YAML")
     add_config_flags(compile_, PipelineConfig)
@@ -176,19 +176,20 @@ def _add_pipeline_commands(commands) -> None:
 def step_configs():
     """Every step's config class, in the order the docs list them."""
     from trainer.checkpoints.convert import ConvertConfig  # noqa: PLC0415
-    from trainer.model.config import HeadConfig, TransformerConfig  # noqa: PLC0415
+    from trainer.model.config import TransformerConfig  # noqa: PLC0415
     from trainer.text.factory import EncoderConfig  # noqa: PLC0415
 
     from components.preprocessing.steps import STEPS  # noqa: PLC0415
 
     from trainer.training.config import EvaluateConfig, TaskConfig, TrainConfig  # noqa: PLC0415
 
-    from pipelines.config import PipelineConfig  # noqa: PLC0415
+    from pipelines.config import FinetuningTaskData, PipelineConfig, Threshold  # noqa: PLC0415
     from pipelines.submit import RetrainingSchedule, SubmitConfig  # noqa: PLC0415
 
-    return [EncoderConfig, TransformerConfig, HeadConfig, ConvertConfig] + [
+    return [EncoderConfig, TransformerConfig, ConvertConfig] + [
         config for config, _, _ in STEPS.values()
-    ] + [TrainConfig, TaskConfig, EvaluateConfig, PipelineConfig, SubmitConfig, RetrainingSchedule]
+    ] + [TrainConfig, TaskConfig, EvaluateConfig, PipelineConfig, FinetuningTaskData, Threshold, SubmitConfig,
+         RetrainingSchedule]
 
 
 def configuration_reference() -> str:

@@ -1,33 +1,84 @@
 """The typed configuration of a pipeline (what to build, with which images and resources, and the default
-parameter values) and of its submission (where it runs). Step configs are nested mappings with the same fields
-as each step's own config (see docs/configuration.md); they become YAML parameters of the compiled pipeline."""
+parameter values) and of its submission (where it runs).
+
+Each step's section is that step's own config class (see docs/configuration.md), typed all the way down, so
+a typo or a bad value in any step is an error when the config is read, not an hour into a run. The fields a
+step gets from the pipeline (its artifact paths, the Beam runner) stay at their defaults here: validation
+checks each section with placeholders in their place, and the compiled pipeline passes each section to its
+step as one line of JSON."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Literal, TypeVar
 
+from components.preprocessing.finetuning import FinetuningDataConfig
+from components.preprocessing.pretraining import PretrainingDataConfig
+from components.preprocessing.vocabulary import VocabularyConfig
 from trainer.config import Config, ConfigError, option
+from trainer.tasks import REGISTRY
+from trainer.training.config import TrainConfig
 
 PipelineName = Literal["pretraining", "finetuning", "full"]
+StepConfig = TypeVar("StepConfig", VocabularyConfig, PretrainingDataConfig, FinetuningDataConfig, TrainConfig)
+PLACEHOLDER = "<artifact>"
+
+# Fields each section leaves to the pipeline (a value set there would be silently replaced), and who sets them.
+_BEAM = {"inputs": "the input artifact", "output_dir": "the step's output artifact",
+         "encoder.assets_dir": "the pipeline's encoder", "runner": "beam_runner", "beam_args": "beam_args"}
+_TRAINING = {"output_dir": "the model artifact", "init_from": "checkpoint / pretrained_model / the pretraining run",
+             "encoder_dir": "the pipeline's encoder", "data.train": "the prepared records"}
+PIPELINE_FIELDS: dict[str, dict[str, str]] = {
+    "vocabulary": {"inputs": "corpus", "output_dir": "the encoder artifact"},
+    "pretraining_data": _BEAM,
+    "pretraining": _TRAINING,
+    "finetuning": {**_TRAINING, "data.eval": "the prepared evaluation records"},
+    "task_data": _BEAM,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Threshold(Config):
+    """One condition of the gate: the model is registered only when the metric reaches ``minimum``."""
+
+    metric: str = option("", "'task.metric' in the pipeline's thresholds (e.g. book.accuracy); 'metric' in a task's own")
+    minimum: float = option(0.0, "the lowest value that passes")
 
 
 @dataclasses.dataclass(frozen=True)
 class FinetuningTaskData(Config):
-    """One fine-tuning task's labelled data (TSV/CSV/JSONL or CoNLL) and its preprocessing settings."""
+    """One fine-tuning task: its labelled data (TSV/CSV/JSONL or CoNLL), its preprocessing and its own gate."""
 
     train: str = option("", "labelled training file or folder (local path or gs://)")
     eval: str = option("", "labelled evaluation file or folder")
-    data: Any = option(None, "FinetuningDataConfig fields (task, level, input_format, text_field, ...)")
+    data: FinetuningDataConfig = option(FinetuningDataConfig(), "preprocessing (task, level, input_format, ...)")
+    thresholds: tuple[Threshold, ...] = option((), "this task's gate, {metric: minimum}, e.g. {accuracy: 0.4}")
+
+    @property
+    def name(self) -> str:
+        return self.data.task
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object], source: str = "<dict>", prefix: str = "") -> FinetuningTaskData:
+        return super().from_dict(_threshold_list(data, source, prefix), source, prefix)
 
     def check(self) -> list[str]:
         errors = [] if self.train else ["train: required"]
         if not self.eval:
             errors.append("eval: required (the gate needs held-out data)")
-        if not isinstance(self.data, dict) or not self.data.get("task"):
-            errors.append("data: a mapping with at least `task` (and `level` for token tasks)")
-        return errors
+        for i, threshold in enumerate(self.thresholds):
+            if not threshold.metric or "." in threshold.metric:
+                errors.append(f"thresholds[{i}]: {threshold.metric!r} must be a metric of this task only, "
+                              "e.g. accuracy (the task name is implied)")
+        return errors + _pipeline_fields_set(self.data, "data", PIPELINE_FIELDS["task_data"])
+
+    def validate(self, prefix: str = "") -> FinetuningTaskData:
+        errors = [prefix + e for e in self.check()] + _errors(with_pipeline_paths(self.data), f"{prefix}data.")
+        if errors:
+            raise ConfigError(f"invalid {type(self).__name__}:\n" + "\n".join(f"  {e}" for e in errors))
+        return self
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,14 +106,14 @@ class PipelineConfig(Config):
     checkpoint: str = option("", "pretrained checkpoint to convert first (TF1 / HF / GPT-1 folder); '' = none")
     reference_outputs: str = option("", "reference outputs (.npz) the converted checkpoint must match")
     pretrained_model: str = option("", "finetuning: a model folder (model.keras + encoder/) instead of a checkpoint")
-    vocabulary: Any = option(None, "VocabularyConfig fields (pretraining without a checkpoint)")
-    pretraining_data: Any = option(None, "PretrainingDataConfig fields")
-    pretraining: Any = option(None, "TrainConfig fields of the pretraining run")
+    vocabulary: VocabularyConfig = option(VocabularyConfig(), "the vocabulary step (pretraining without a checkpoint)")
+    pretraining_data: PretrainingDataConfig = option(PretrainingDataConfig(), "the pretraining records step")
+    pretraining: TrainConfig = option(TrainConfig(), "the pretraining run")
     pretraining_eval_batches: int = option(20, "batches of the pretraining records the pretraining evaluation reads (0 = all)")
-    finetuning_tasks: tuple[FinetuningTaskData, ...] = option((), "one or two fine-tuning tasks")
-    finetuning: Any = option(None, "TrainConfig fields of the fine-tuning run (its tasks must match finetuning_tasks)")
+    finetuning_tasks: tuple[FinetuningTaskData, ...] = option((), "the fine-tuning tasks, any number, trained together")
+    finetuning: TrainConfig = option(TrainConfig(), "the fine-tuning run (train_weights: in its tasks' order)")
     compare_from_scratch: bool = option(False, "finetuning: also train from scratch and report it beside the pretrained model")
-    thresholds: Any = option(None, "gate: {'task.metric': minimum}; register runs only when all hold")
+    thresholds: tuple[Threshold, ...] = option((), "gate: {'task.metric': minimum} (with each task's own); register runs only when all hold")
     register_target: Literal["local", "vertex"] = option("local", "local: copy into registry_dir; vertex: Vertex AI Model Registry")
     registry_dir: str = option("", "local registry folder (register_target=local)")
     model_display_name: str = option("bertkeras-model", "display name of the registered model")
@@ -71,103 +122,171 @@ class PipelineConfig(Config):
     beam_args: tuple[str, ...] = option((), "Beam flags for Dataflow: --project=..,--region=..,--temp_location=gs://..,--sdk_container_image=..")
     resources: TrainingResources = option(TrainingResources(), "train step resources on Vertex")
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object], source: str = "<dict>", prefix: str = "") -> PipelineConfig:
+        return super().from_dict(_threshold_list(data, source, prefix), source, prefix)
+
+    def replace_path(self, path: list[str], value: object, text: str, source: str, prefix: str = "") -> PipelineConfig:
+        if path == ["thresholds"]:
+            value = _threshold_list({"thresholds": value}, source, prefix)["thresholds"]
+        return super().replace_path(path, value, text, source, prefix)
+
+    @property
+    def fine_tunes(self) -> bool:
+        return self.pipeline in ("finetuning", "full")
+
+    def step_sections(self) -> dict[str, Config]:
+        """Each step's section as the step sees it, with placeholders where the pipeline supplies paths."""
+        return {"vocabulary": with_pipeline_paths(self.vocabulary),
+                "pretraining_data": with_pipeline_paths(self.pretraining_data),
+                "pretraining": with_pipeline_paths(self.pretraining),
+                "finetuning": with_pipeline_paths(self.finetuning, sources=max(len(self.finetuning_tasks), 1))}
+
+    def validate(self, prefix: str = "") -> PipelineConfig:
+        """Every error at once: this config's own, each step section's (checked with placeholder paths), each
+        task's and the resources'."""
+        errors = [prefix + e for e in self.check()]
+        for name, section in self.step_sections().items():
+            errors.extend(_errors(section, f"{prefix}{name}."))
+        for i, task in enumerate(self.finetuning_tasks):
+            errors.extend(_errors(task, f"{prefix}finetuning_tasks[{i}]."))
+        errors.extend(_errors(self.resources, f"{prefix}resources."))
+        if errors:
+            raise ConfigError(f"invalid {type(self).__name__}:\n" + "\n".join(f"  {e}" for e in errors))
+        return self
+
     def check(self) -> list[str]:
         errors = []
         if self.pipeline in ("pretraining", "full") and not self.corpus:
             errors.append("corpus: required for the pretraining pipelines")
-        if self.pipeline in ("pretraining", "full") and not self.checkpoint and not self.vocabulary:
-            errors.append("vocabulary: give VocabularyConfig fields, or a checkpoint whose vocabulary to use")
-        if self.pipeline in ("finetuning", "full"):
-            if not 1 <= len(self.finetuning_tasks) <= 2:
-                errors.append(f"finetuning_tasks: one or two tasks, got {len(self.finetuning_tasks)}")
+        if self.fine_tunes:
+            if not self.finetuning_tasks:
+                errors.append("finetuning_tasks: at least one task")
             if self.pipeline == "finetuning" and not (self.checkpoint or self.pretrained_model):
                 errors.append("checkpoint/pretrained_model: fine-tuning starts from a checkpoint or a model folder")
-            for i, task in enumerate(self.finetuning_tasks):
-                errors.extend(f"finetuning_tasks[{i}].{e}" for e in task.check())
-        for name in ("vocabulary", "pretraining_data", "pretraining", "finetuning", "thresholds"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, dict):
-                errors.append(f"{name}: must be a mapping, got {type(value).__name__}")
+            errors.extend(self._check_tasks())
+        for name in ("vocabulary", "pretraining_data", "pretraining", "finetuning"):
+            errors.extend(_pipeline_fields_set(getattr(self, name), name, PIPELINE_FIELDS[name]))
         if self.register_target == "local" and self.pipeline != "pretraining" and not self.registry_dir:
             errors.append("registry_dir: required with register_target=local")
         errors.extend(self._check_thresholds())
         return errors
 
-    def finetuning_task_names(self) -> list[str]:
-        return [t.data["task"] for t in self.finetuning_tasks if isinstance(t.data, dict) and t.data.get("task")]
-
-    def training_task_names(self, section: str) -> list[str]:
-        data = getattr(self, section) or {}
-        tasks = data.get("tasks") if isinstance(data, dict) else None
-        if tasks is None:
-            return ["masked_lm", "next_sentence"] if section == "pretraining" else []
-        return [t.get("name", "") for t in tasks if isinstance(t, dict)]
-
-    def _check_thresholds(self) -> list[str]:
-        if not self.thresholds:
-            return []
-        section = "pretraining" if self.pipeline == "pretraining" else "finetuning"
-        known = set(self.training_task_names(section))
-        errors = []
-        for key, value in self.thresholds.items():
-            task = str(key).split(".", 1)[0]
-            if "." not in str(key):
-                errors.append(f"thresholds: {key!r} must be 'task.metric', e.g. question.accuracy")
-            elif task not in known:
-                errors.append(f"thresholds: {key!r} names task {task!r}, which the {section} config does not have "
-                              f"(tasks: {sorted(known)})")
-            if not isinstance(value, (int, float)):
-                errors.append(f"thresholds: {key!r} must be a number, got {value!r}")
+    def _check_tasks(self) -> list[str]:
+        """The tasks train one model together: distinct names, one sequence length, and exactly the sentence and
+        token tasks of the fine-tuning run (other kinds, such as masked LM, may join them)."""
+        errors, seen = [], {}
+        named = [task for task in self.finetuning_tasks if task.name]  # a missing name is data.task's own error
+        for i, task in enumerate(self.finetuning_tasks):
+            if task.name and task.name in seen:
+                errors.append(f"finetuning_tasks[{i}].data.task: {task.name!r} is also finetuning_tasks[{seen[task.name]}]; "
+                              "task names must be distinct")
+            seen.setdefault(task.name, i)
+        lengths = {task.name: task.data.max_seq_length for task in named}
+        if len(set(lengths.values())) > 1:
+            detail = ", ".join(f"{name}: {length}" for name, length in lengths.items())
+            errors.append(f"finetuning_tasks: data.max_seq_length differs between tasks ({detail}); they train one "
+                          "model on shared batches, so give every task the same length")
+        levels = {task.name: task.data.level for task in named}
+        trained = {t.name: t.kind for t in self.finetuning.tasks}
+        for name, level in levels.items():
+            if name not in trained:
+                errors.append(f"finetuning.tasks: no task named {name!r} although finetuning_tasks prepares its "
+                              f"records (finetuning.tasks: {sorted(trained)})")
+            elif trained[name] != level:
+                errors.append(f"finetuning.tasks: {name!r} is kind {trained[name]!r} but finetuning_tasks prepares "
+                              f"{level}-level records for it")
+        for i, task in enumerate(self.finetuning.tasks):
+            if REGISTRY[task.kind].has_label_names and task.name not in levels:  # only fine-tuning records feed it
+                errors.append(f"finetuning.tasks[{i}]: {task.name!r} ({task.kind}) has no records; add it to "
+                              f"finetuning_tasks (prepared: {sorted(levels)})")
         return errors
 
+    def _check_thresholds(self) -> list[str]:
+        section = "finetuning" if self.fine_tunes else "pretraining"
+        known = sorted(t.name for t in getattr(self, section).tasks)
+        errors = []
+        for threshold in self.thresholds:
+            task = threshold.metric.split(".", 1)[0]
+            if "." not in threshold.metric:
+                errors.append(f"thresholds: {threshold.metric!r} must be 'task.metric', e.g. question.accuracy")
+            elif task not in known:
+                errors.append(f"thresholds: {threshold.metric!r} names task {task!r}, which the {section} config "
+                              f"does not have (tasks: {known})")
+        keys = [t.metric for t in self.thresholds]
+        if self.fine_tunes:
+            keys += [f"{task.name}.{t.metric}" for task in self.finetuning_tasks for t in task.thresholds]
+        repeated = sorted({key for key in keys if keys.count(key) > 1})
+        if repeated:
+            errors.append(f"thresholds: {repeated} given more than once (in thresholds and in a task's thresholds)")
+        return errors
 
-def yaml_text(mapping: Any) -> str:
-    """A step config as one line of JSON (valid YAML): KFP's compiled-pipeline header comment breaks on
-    multi-line parameter defaults."""
-    return json.dumps(mapping or {}, sort_keys=False)
-
-
-def check_step_configs(config: PipelineConfig) -> None:
-    """Validates each step's config with placeholder paths (the pipeline supplies the real ones), so a typo in
-    a step field is an error at compile/submit time, not an hour into a run."""
-    from components.preprocessing.finetuning import FinetuningDataConfig  # noqa: PLC0415
-    from components.preprocessing.pretraining import PretrainingDataConfig  # noqa: PLC0415
-    from components.preprocessing.vocabulary import VocabularyConfig  # noqa: PLC0415
-    from trainer.training.config import TrainConfig  # noqa: PLC0415
-
-    placeholder = {"inputs": ["<artifact>"], "output_dir": "<artifact>"}
-    checks = [("vocabulary", VocabularyConfig, placeholder),
-              ("pretraining_data", PretrainingDataConfig, {**placeholder, "encoder": {"assets_dir": "<artifact>"}}),
-              ("pretraining", TrainConfig, {"output_dir": "<artifact>", "data": {"train": ["<artifact>"]}}),
-              ("finetuning", TrainConfig, {"output_dir": "<artifact>", "data": {"train": ["<artifact>"]}})]
-    for name, cls, paths in checks:
-        value = getattr(config, name)
-        if value is None:
-            continue
-        merged = _merge(value, paths)
-        try:
-            cls.from_dict(merged, source=f"pipeline config {name}").validate()
-        except ConfigError as err:
-            raise ConfigError(f"{name}: {err}") from None
-    for i, task in enumerate(config.finetuning_tasks):
-        try:
-            FinetuningDataConfig.from_dict(_merge(task.data, {**placeholder, "encoder": {"assets_dir": "<artifact>"}}),
-                                           source=f"finetuning_tasks[{i}].data").validate()
-        except ConfigError as err:
-            raise ConfigError(f"finetuning_tasks[{i}].data: {err}") from None
-    if config.pipeline != "pretraining":
-        configured = set(config.training_task_names("finetuning"))
-        missing = [t for t in config.finetuning_task_names() if t not in configured]
-        if missing:
-            raise ConfigError(f"finetuning.tasks: no task named {missing} although finetuning_tasks prepares records for it")
+    def gate_thresholds(self) -> dict[str, float]:
+        """Every threshold, the pipeline's and each task's, as the evaluate step reads them: 'task.metric' -> minimum."""
+        gate = {t.metric: t.minimum for t in self.thresholds}
+        if self.fine_tunes:
+            gate.update({f"{task.name}.{t.metric}": t.minimum for task in self.finetuning_tasks for t in task.thresholds})
+        return gate
 
 
-def _merge(base: dict, paths: dict) -> dict:
-    out = dict(base)
-    for key, value in paths.items():
-        if isinstance(value, dict):
-            out[key] = {**(out.get(key) or {}), **value}
-        else:
-            out.setdefault(key, value)
-            out[key] = value
-    return out
+def with_pipeline_paths(section: StepConfig, sources: int = 1) -> StepConfig:
+    """``section`` with placeholders where the pipeline supplies artifact paths (``sources`` record folders for
+    a training run), so the step's own validation runs before any artifact exists."""
+    if isinstance(section, TrainConfig):
+        return dataclasses.replace(section, output_dir=PLACEHOLDER,
+                                   data=dataclasses.replace(section.data, train=(PLACEHOLDER,) * sources))
+    paths = {"inputs": (PLACEHOLDER,), "output_dir": PLACEHOLDER}
+    if not isinstance(section, VocabularyConfig):
+        paths["encoder"] = dataclasses.replace(section.encoder, assets_dir=PLACEHOLDER)
+    return dataclasses.replace(section, **paths)
+
+
+def step_json(section: Config, name: str) -> str:
+    """A step section as one line of JSON (valid YAML), the form of the compiled pipeline's parameters (KFP's
+    compiled-pipeline header comment breaks on multi-line parameter defaults), without the fields the pipeline
+    supplies, so a parameter shows only what may be changed."""
+    data = section.to_dict()
+    for field in PIPELINE_FIELDS[name]:
+        *parents, leaf = field.split(".")
+        node = data
+        for parent in parents:
+            node = node[parent]
+        del node[leaf]
+    return json.dumps(data, sort_keys=False)
+
+
+def _pipeline_fields_set(section: Config, name: str, fields: Mapping[str, str]) -> list[str]:
+    default = type(section)()
+    errors = []
+    for field, supplier in fields.items():
+        value, blank = section, default
+        for part in field.split("."):
+            value, blank = getattr(value, part), getattr(blank, part)
+        if value != blank:
+            errors.append(f"{name}.{field}: set by the pipeline ({supplier}); leave it out (got {value!r})")
+    return errors
+
+
+def _errors(config: Config, prefix: str) -> list[str]:
+    try:
+        config.validate(prefix=prefix)
+    except ConfigError as err:
+        return [line.strip() for line in str(err).splitlines()[1:]]
+    return []
+
+
+def _threshold_list(data: Mapping[str, object], source: str, prefix: str) -> Mapping[str, object]:
+    """Reads ``thresholds: {book.accuracy: 0.35}`` (the YAML form; empty or null: none) as the typed list of
+    :class:`Threshold`."""
+    if not isinstance(data, Mapping) or "thresholds" not in data:
+        return data
+    if data["thresholds"] is None:
+        return {**data, "thresholds": []}
+    if not isinstance(data["thresholds"], Mapping):
+        return data
+    entries = []
+    for metric, minimum in data["thresholds"].items():
+        if isinstance(minimum, bool) or not isinstance(minimum, (int, float)):
+            raise ConfigError(f"{source}: {prefix}thresholds: {metric!r} must be a number, got {minimum!r}")
+        entries.append({"metric": str(metric), "minimum": minimum})
+    return {**data, "thresholds": entries}

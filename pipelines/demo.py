@@ -15,6 +15,8 @@ import re
 import sys
 import time
 
+from trainer import features
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -107,9 +109,9 @@ def answer(model_dir: str, sentences: list[str]) -> list[dict]:
 
     from trainer.text.factory import load_encoder  # noqa: PLC0415
 
-    encoder = load_encoder(os.path.join(model_dir, "encoder"))
+    encoder = load_encoder(os.path.join(model_dir, features.ENCODER_DIR))
     lowered = [s.lower() for s in sentences]
-    served = tf.saved_model.load(os.path.join(model_dir, "serving")).signatures["serving_default"](text=tf.constant(lowered))
+    served = tf.saved_model.load(os.path.join(model_dir, features.SERVING_DIR)).signatures["serving_default"](text=tf.constant(lowered))
     out = []
     for row, text in enumerate(lowered):
         labels = [label.decode() for label in served["case_label"][row].numpy()]
@@ -126,16 +128,17 @@ def answer(model_dir: str, sentences: list[str]) -> list[dict]:
 
 
 def training_runs(artifacts: dict) -> dict:
-    """Which train task is which (KFP numbers them in DAG order): read each run's training config."""
+    """Which train task is which: the pretraining run is the ``pretrain`` component's; of the fine-tuning runs
+    (KFP numbers them in DAG order) the one started from a model is the fine-tuned one, the other from scratch."""
     import yaml  # noqa: PLC0415
 
     runs = {}
     for key, path in artifacts.items():
-        config_file = os.path.join(path, "training_config.yaml")
-        if key.endswith("/model") and os.path.exists(config_file):
+        task, _, output = key.partition("/")
+        config_file = os.path.join(path, features.TRAINING_CONFIG_FILE)
+        if output == "model" and os.path.exists(config_file):
             config = yaml.safe_load(open(config_file, encoding="utf-8"))
-            kinds = {t["kind"] for t in config["tasks"]}
-            role = "pretraining" if "masked_lm" in kinds else "finetuned" if config.get("init_from") else "scratch"
+            role = "pretraining" if task == "pretrain" else "finetuned" if config.get("init_from") else "scratch"
             runs[role] = path
     return runs
 
@@ -160,13 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     runs = training_runs(artifacts)
     registry = os.path.join(output, "registry", config.model_display_name)
     version = sorted(os.listdir(registry), key=lambda v: int(v[1:]))[-1] if os.path.isdir(registry) else None
-    model_dir = os.path.join(registry, version) if version else os.path.join(runs["finetuned"], "export")
+    model_dir = os.path.join(registry, version) if version else os.path.join(runs["finetuned"], features.EXPORT_DIR)
     answers = answer(model_dir, SENTENCES)
     for a in answers:
         print(f"  {a['part']:>13} ({a['confidence']:.2f})  {a['input']!r} -> {a['restored']!r}", file=sys.stderr)
     stage("4/4 summary")
-    gate_task = next(k.split("/")[0] for k in artifacts if k.endswith("/report_markdown")
-                     and "baseline" in open(artifacts[k], encoding="utf-8").read())
+    gate_task = "evaluate"  # the fine-tuning evaluation (the pretraining one is evaluate-pretraining)
     evaluation = json.load(open(artifacts[f"{gate_task}/executor_output.json"]))["parameterValues"]
     summary = json.loads(evaluation["summary"])
     report_md = artifacts.get(f"{gate_task}/report_markdown")

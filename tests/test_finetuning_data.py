@@ -13,6 +13,8 @@ from components.preprocessing.finetuning import FinetuningDataConfig, run
 from components.preprocessing.vocabulary import VocabularyConfig, train_vocabulary
 from trainer import features
 from trainer.config import ConfigError
+from trainer.tasks import TaskConfig, make_task
+from trainer.tasks.base import RecordShape
 from trainer.text.factory import EncoderConfig, load_encoder
 from trainer.text.wordpiece import WordPieceEncoder
 
@@ -20,6 +22,10 @@ from trainer.text.wordpiece import WordPieceEncoder
 @pytest.fixture(scope="module")
 def encoder_config(minilm_dir):
     return EncoderConfig(vocab_file=os.path.join(minilm_dir, "vocab.txt"))
+
+
+def _spec(task: str, kind: str, seq_length: int) -> dict:
+    return make_task(TaskConfig(name=task, kind=kind, num_classes=2)).record_spec(RecordShape(seq_length))
 
 
 def records(folder, task, spec):
@@ -40,7 +46,7 @@ def test_sentence_level_records_with_pairs_and_extraction_index(encoder_config, 
     assert (tmp_path / "out" / "book_labels.txt").read_text().split() == ["gospel", "law"]
     assert manifest["counts"]["dead_letters"] == 1
     encoder = WordPieceEncoder.from_file(encoder_config.vocab_file)
-    parsed = records(tmp_path / "out", "book", features.finetuning_feature_spec(16, {"book": "sentence"}))
+    parsed = records(tmp_path / "out", "book", _spec("book", "sentence", 16))
     by_label = {int(r["book_labels"][0]): r for r in parsed}
     law = [r for r in parsed if int(r["book_labels"][0]) == 1]
     assert len(law) == 2 and int(by_label[0]["book_index"][0]) == 0
@@ -59,7 +65,7 @@ def test_last_extraction_index_and_truncation(encoder_config, tmp_path):
         max_seq_length=12, extraction_index="last",
     ))
     assert manifest["counts"]["truncated_examples"] == 1
-    for r in records(tmp_path / "out", "t", features.finetuning_feature_spec(12, {"t": "sentence"})):
+    for r in records(tmp_path / "out", "t", _spec("t", "sentence", 12)):
         n = int(r["input_mask"].numpy().sum())
         assert int(r["t_index"][0]) == n - 1 and int(r["input_ids"][n - 1]) == 102
 
@@ -75,7 +81,7 @@ def test_token_level_labels_on_first_subword(encoder_config, tmp_path):
     encoder = WordPieceEncoder.from_file(encoder_config.vocab_file)
     pieces = encoder.encode("Jehoshaphat")
     assert len(pieces) > 1
-    parsed = records(tmp_path / "out", "ner", features.finetuning_feature_spec(16, {"ner": "token"}))
+    parsed = records(tmp_path / "out", "ner", _spec("ner", "token", 16))
     sentence = [r for r in parsed if int(r["input_ids"][1]) == pieces[0]][0]
     labels, weights = sentence["ner_labels"].numpy().tolist(), sentence["ner_weights"].numpy().tolist()
     n = len(pieces)
@@ -85,7 +91,7 @@ def test_token_level_labels_on_first_subword(encoder_config, tmp_path):
 
 
 def test_config_errors():
-    with pytest.raises(ConfigError, match="input_format: token-level tasks read CoNLL"):
+    with pytest.raises(ConfigError, match="input_format: token-level tasks read conll, got tsv"):
         FinetuningDataConfig(task="x", level="token", inputs=("a",), output_dir="o").validate()
     with pytest.raises(ConfigError, match="task: must be a name"):
         FinetuningDataConfig(task="my task", inputs=("a",), output_dir="o").validate()

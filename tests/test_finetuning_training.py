@@ -151,7 +151,8 @@ def test_dynamic_masking_turns_task_records_into_mlm_examples(finetuning_data, t
     """tensorflow-text masking on the fly: labelled records feed a masked-LM task beside their own task."""
     from trainer.text.factory import load_encoder  # noqa: PLC0415
     from trainer.training import data as data_lib  # noqa: PLC0415
-    from trainer.training.loop import dynamic_masking, prepare_sources  # noqa: PLC0415
+    from trainer.model.backbone import Transformer  # noqa: PLC0415
+    from trainer.training.prepare import dynamic_masking, encoder_of, training_inputs  # noqa: PLC0415
 
     d = finetuning_data
     config = TrainConfig.resolve(None, [
@@ -159,13 +160,12 @@ def test_dynamic_masking_turns_task_records_into_mlm_examples(finetuning_data, t
         "data.dynamic_masking=true", "data.max_predictions=5", "data.global_batch_size=16", "steps=6", "log_every=3",
         "export=false", "tasks=[{name: masked_lm, kind: masked_lm}, {name: question, kind: sentence}]", *TINY,
     ])
-    from trainer.model.config import TransformerConfig  # noqa: PLC0415
-
-    sources, layout = prepare_sources(config, config.data.train, TransformerConfig(max_positions=128), None,
-                                      "data.train", d["encoder"])
-    assert layout.predictions == 5 and layout.masking == dynamic_masking(config, d["encoder"])
+    encoder = encoder_of(d["encoder"])
+    inputs = training_inputs(config, Transformer(config.model), encoder)
+    sources, layout = inputs.sources, inputs.layout
+    assert layout.predictions == 5 and layout.masking == dynamic_masking(config, encoder)
     batch = next(iter(data_lib.make_dataset(sources, layout, config.data, 64, training=False)))
-    originals = next(iter(data_lib.make_dataset(sources, data_lib.Layout(SEQ, 0, (config.tasks[1],)), config.data, 64,
+    originals = next(iter(data_lib.make_dataset(sources, data_lib.Layout(SEQ, 0, (layout.tasks[1],)), config.data, 64,
                                                 training=False)))["token_ids"].numpy()
     mask_id = load_encoder(d["encoder"]).special.id("mask")
     weights, positions = batch["masked_lm_weights"].numpy(), batch["masked_positions"].numpy()
@@ -182,3 +182,71 @@ def test_dynamic_masking_turns_task_records_into_mlm_examples(finetuning_data, t
     assert np.array_equal(ids[unchanged], originals[unchanged])
     result = train(config)
     assert result["step"] == 6 and np.isfinite(result["history"][-1]["loss/masked_lm"])
+
+
+def _bilstm_backbone_class():
+    """A backbone that is not our transformer: embedding + bidirectional LSTM, honouring only the contract's
+    inputs and ``sequence_output`` (no pooler, no reversible embedding: the masked-LM decoder unties)."""
+    import keras  # noqa: PLC0415
+
+    @keras.saving.register_keras_serializable(package="tests")
+    class BiLSTMBackbone(keras.Model):
+        def __init__(self, vocabulary_size: int, hidden: int = 32, **kwargs):
+            super().__init__(**kwargs)
+            self.vocabulary_size, self.hidden = vocabulary_size, hidden
+            self.embedding = keras.layers.Embedding(vocabulary_size, hidden, name="embedding")
+            self.bilstm = keras.layers.Bidirectional(keras.layers.LSTM(hidden // 2, return_sequences=True), name="bilstm")
+
+        def call(self, inputs, training=None):
+            mask = keras.ops.cast(inputs["padding_mask"], "bool")
+            return {"sequence_output": self.bilstm(self.embedding(inputs["token_ids"]), mask=mask, training=training)}
+
+        def get_config(self):
+            return {"name": self.name, "vocabulary_size": self.vocabulary_size, "hidden": self.hidden}
+
+    return BiLSTMBackbone
+
+
+def test_any_backbone_honouring_the_contract_trains_evaluates_and_exports_with_our_heads(finetuning_data, tmp_path):
+    """A BiLSTM backbone written here trains a sentence task, a token task and a masked-LM task (decoder untied:
+    the backbone has no reversible embedding), evaluates above the majority baseline, and exports a model.keras
+    that reloads with the same outputs and a SavedModel that answers raw strings."""
+    import keras  # noqa: PLC0415
+
+    from trainer.model.saving import load_model  # noqa: PLC0415
+    from trainer.text.factory import load_encoder  # noqa: PLC0415
+
+    d = finetuning_data
+    backbone = _bilstm_backbone_class()(load_encoder(d["encoder"]).vocab_size, name="bilstm_backbone")
+    config = TrainConfig.resolve(None, [
+        f"output_dir={tmp_path}", f"encoder_dir={d['encoder']}", f"data.train=[{d['question_train']}, {d['cap_train']}]",
+        f"data.eval=[{d['question_eval']}, {d['cap_eval']}]", "data.dynamic_masking=true", "data.max_predictions=4",
+        "tasks=[{name: question, kind: sentence, dropout: 0.0}, {name: cap, kind: token, dropout: 0.0},"
+        " {name: masked_lm, kind: masked_lm, weight: {value: 0.1, end_value: 0.1}}]",
+        "data.global_batch_size=32", "steps=600", "log_every=200", "checkpoint_every=600", "optimizer.learning_rate=3e-3",
+        "optimizer.warmup_steps=10",
+    ])
+    result = train(config, backbone=backbone)
+    question, cap = result["eval"]["question"], result["eval"]["cap"]
+    assert question["accuracy"] >= question["majority_accuracy"] + 0.2, question
+    assert cap["accuracy"] >= cap["majority_accuracy"] + 0.05 and cap["span_f1"] >= 0.5, cap
+    assert np.isfinite(result["history"][-1]["loss/masked_lm"])
+
+    model = load_model(str(tmp_path / "export" / "model.keras"))
+    assert type(model.backbone).__name__ == "BiLSTMBackbone"
+    assert any(w.path == "masked_lm_decoder/kernel" for w in model.weights)  # untied: the backbone has none to share
+    rng = np.random.default_rng(0)
+    x = {"token_ids": rng.integers(1000, 2000, (2, SEQ)).astype("int32"), "padding_mask": np.ones((2, SEQ), "int32"),
+         "segment_ids": np.zeros((2, SEQ), "int32"), "attention_mask": None, "question_index": np.zeros(2, "int32"),
+         "masked_positions": np.ones((2, 4), "int32")}
+    trained = result["export"]["model"]
+    assert trained.endswith("model.keras")
+    import tensorflow as tf  # noqa: PLC0415
+
+    served = tf.saved_model.load(result["export"]["serving"]).signatures["serving_default"](
+        text=tf.constant(["Who made thee a prince?", "And God said, Let there be light."]))
+    assert [v.decode() for v in served["question_label"].numpy()] == ["question", "statement"]
+    assert served["cap_label"].shape[:2] == (2, SEQ)
+    again = keras.saving.load_model(str(tmp_path / "export" / "model.keras"), safe_mode=True)
+    for name in ("question", "cap", "masked_lm"):
+        np.testing.assert_allclose(again(x)[name], model(x)[name], atol=1e-6)

@@ -1,23 +1,30 @@
-"""The encoder and heads: shapes, masks, serialization (safe_mode), config round trips."""
+"""The backbone and the task heads: shapes, masks, serialization (safe_mode), config round trips."""
 
 import keras
 import numpy as np
 import pytest
 
 from trainer.config import ConfigError
-from trainer.model.builder import build_model
-from trainer.model.config import HeadConfig, TransformerConfig
+from trainer.model.backbone import Transformer
+from trainer.model.config import TransformerConfig
+from trainer.tasks import TaskConfig, TaskError, make_task
+from trainer.tasks.model import TaskModel, transfer_weights
 
 TINY = TransformerConfig(
     vocab_size=50, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32, max_positions=24,
     dropout=0.0, attention_dropout=0.0,
 )
 HEADS = {
-    "masked_lm": HeadConfig(kind="masked_lm"),
-    "next_sentence": HeadConfig(kind="next_sentence"),
-    "topic": HeadConfig(kind="sentence", num_classes=3, dropout=0.0),
-    "tags": HeadConfig(kind="token", num_classes=5, dropout=0.0),
+    "masked_lm": {"kind": "masked_lm"},
+    "next_sentence": {"kind": "next_sentence"},
+    "topic": {"kind": "sentence", "num_classes": 3, "dropout": 0.0},
+    "tags": {"kind": "token", "num_classes": 5, "dropout": 0.0},
 }
+
+
+def build_model(config: TransformerConfig, heads: dict, last_block_at_read_positions: bool = False) -> TaskModel:
+    tasks = [make_task(TaskConfig(name=name, **fields)) for name, fields in heads.items()]
+    return TaskModel(Transformer(config), tasks, last_block_at_read_positions)
 
 
 def batch(length=10, padded=3, seed=0):
@@ -59,7 +66,7 @@ def test_keras_file_loads_in_safe_mode_with_same_outputs(model, tmp_path):
 
 
 def test_get_config_round_trip(model):
-    clone = keras.Model.from_config(model.get_config())
+    clone = TaskModel.from_config(model.get_config())
     assert clone.get_config() == model.get_config()
 
 
@@ -79,11 +86,16 @@ def test_explicit_attention_mask_is_applied(model):
     assert np.abs(np.asarray(model(blocked)["sequence_output"]) - np.asarray(model(x)["sequence_output"])).max() > 1e-3
 
 
-def test_sentence_head_reads_the_extraction_index(model):
+def test_sentence_head_reads_the_extraction_index_through_a_pooler_started_from_the_backbones(model):
     x = batch()
     out = model(x)
-    pooled = model.get_layer("pooler")(np.asarray(out["sequence_output"])[[0, 1], x["topic_index"]])
+    head_pooler = model.get_layer("topic_pooler")
+    for ours, backbone in zip(head_pooler.get_weights(), model.backbone.pooler.get_weights()):
+        np.testing.assert_array_equal(ours, backbone)
+    pooled = head_pooler(np.asarray(out["sequence_output"])[[0, 1], x["topic_index"]])
     np.testing.assert_allclose(out["topic"], model.get_layer("topic")(pooled), atol=1e-5)
+    at_cls = dict(x, topic_index=np.zeros(2, "int32"))  # at [CLS] the head's pooler gives BERT's pooled output
+    np.testing.assert_allclose(head_pooler(np.asarray(out["sequence_output"])[:, 0]), model(at_cls)["pooled_output"], atol=1e-6)
 
 
 def test_gpt_style_encoder_without_segments_or_pooler():
@@ -91,7 +103,7 @@ def test_gpt_style_encoder_without_segments_or_pooler():
         **{**TINY.to_dict(), "type_vocab_size": 0, "pooler": False, "causal": True, "embedding_layer_norm": False,
            "activation": "gelu_tanh", "layer_norm_epsilon": 1e-5}
     )
-    gpt = build_model(config, {"lm": HeadConfig(kind="causal_lm")})
+    gpt = build_model(config, {"lm": {"kind": "causal_lm"}})
     x = batch(padded=0)
     out = gpt({"token_ids": x["token_ids"], "segment_ids": None, "padding_mask": x["padding_mask"], "attention_mask": None})
     assert tuple(out["lm"].shape) == (2, 10, 50) and "pooled_output" not in out
@@ -105,10 +117,12 @@ def test_gpt_style_encoder_without_segments_or_pooler():
 def test_config_errors_name_fields():
     with pytest.raises(ConfigError, match="num_heads: 3 does not divide hidden_size 16"):
         TransformerConfig(**{**TINY.to_dict(), "num_heads": 3}).validate()
-    with pytest.raises(ConfigError, match=r"heads\.topic\.num_classes: must be >= 1"):
-        build_model(TINY, {"topic": HeadConfig(kind="sentence", num_classes=0)})
-    with pytest.raises(ValueError, match="next_sentence needs the encoder's pooler"):
-        build_model(TransformerConfig(**{**TINY.to_dict(), "pooler": False}), {"nsp": HeadConfig(kind="next_sentence")})
+    with pytest.raises(TaskError, match=r"tasks: topic: num_classes is 0 and no topic_labels.txt"):
+        make_task(TaskConfig(name="topic", kind="sentence")).with_classes([])
+    with pytest.raises(TaskError, match=r"tasks: nsp \(next_sentence\) needs the backbone's pooled_output"):
+        build_model(TransformerConfig(**{**TINY.to_dict(), "pooler": False}), {"nsp": {"kind": "next_sentence"}})
+    with pytest.raises(TaskError, match=r"duplicate names"):
+        TaskModel(Transformer(TINY), [make_task(TaskConfig(name="a", num_classes=2))] * 2)
 
 
 def test_dropout_masks_keep_one_minus_rate_independently_fresh_per_call_with_and_without_xla():
@@ -158,11 +172,8 @@ def test_gelu_matches_keras_exact_gelu():
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_last_block_at_read_positions_gives_the_full_models_head_outputs(causal):
-    from trainer.model.builder import transfer_weights  # noqa: PLC0415
-
     config = TransformerConfig(**{**TINY.to_dict(), "causal": causal})
-    heads = {"mlm": HeadConfig(kind="masked_lm"), "nsp": HeadConfig(kind="next_sentence"),
-             "topic": HeadConfig(kind="sentence", num_classes=3)}
+    heads = {"mlm": {"kind": "masked_lm"}, "nsp": {"kind": "next_sentence"}, "topic": {"kind": "sentence", "num_classes": 3}}
     full, compact = build_model(config, heads), build_model(config, heads, last_block_at_read_positions=True)
     assert transfer_weights(full, compact)[1] == []
     rng = np.random.default_rng(0)
@@ -176,7 +187,7 @@ def test_last_block_at_read_positions_gives_the_full_models_head_outputs(causal)
     for name in got:
         np.testing.assert_allclose(got[name], want[name], atol=1e-6)
     # a token-level head reads every position: the option then builds the full model
-    tagger = build_model(config, {"tags": HeadConfig(kind="token", num_classes=2)}, last_block_at_read_positions=True)
+    tagger = build_model(config, {"tags": {"kind": "token", "num_classes": 2}}, last_block_at_read_positions=True)
     assert "sequence_output" in tagger.output
 
 

@@ -1,7 +1,8 @@
-"""Pipelines: every pipeline compiles (and the Vertex TPU variant runs training as a custom job), bad input is
-refused before submission, compiled pipelines are staged to GCS (a real emulator on loopback), Vertex submit
-and schedule requests are checked with the API transport replaced (the only mock), and a whole fine-tuning
-pipeline runs locally with kfp.local."""
+"""Pipelines: every pipeline compiles (and the Vertex TPU variant runs training as a custom job), the pipeline
+config is typed down to each step's own config and bad input is refused before submission, compiled pipelines
+are staged to GCS (a real emulator on loopback), Vertex submit and schedule requests are checked with the API
+transport replaced (the only mock), and whole fine-tuning pipelines (one task, three tasks) run locally with
+kfp.local."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 import yaml
 
 from pipelines.config import PipelineConfig
-from pipelines.definitions import compile_pipeline
+from pipelines.definitions import compile_pipeline, task_items
 from pipelines.submit import RetrainingSchedule, SubmitConfig, cron_errors, stage_template
 from trainer.config import ConfigError
 
@@ -50,12 +51,21 @@ def test_every_pipeline_compiles(variant, tmp_path):
     tasks = spec["root"]["dag"]["tasks"]
     names = {t["taskInfo"]["name"] for t in tasks.values()}
     if variant != "pretraining":
-        assert "gate passed" in names and "evaluate + gate" in names and "fine-tune" in names
-        condition = tasks["condition-1"]["triggerPolicy"]["condition"]
+        assert {"each fine-tuning task", "fine-tune", "evaluate + gate", "gate passed"} <= names
+        condition = tasks["condition-2"]["triggerPolicy"]["condition"]
         assert "gate-Output" in condition
-        assert tasks["train" if variant == "finetuning" else "train-2"]["cachingOptions"].get("enableCache") is not True
+        assert tasks["train"]["cachingOptions"].get("enableCache") is not True
+        # One loop prepares every task's splits; the train and evaluate steps take the fan-in (dsl.Collected).
+        loop = spec["components"]["comp-for-loop-1"]["dag"]["tasks"]
+        assert {t["taskInfo"]["name"] for t in loop.values()} == {
+            "import train data", "import eval data", "prepare train records (Beam)", "prepare eval records (Beam)"}
+        assert tasks["train"]["inputs"]["artifacts"]["train_data"]["taskOutputArtifact"]["producerTask"] == "for-loop-1"
+        assert spec["components"]["comp-train"]["inputDefinitions"]["artifacts"]["eval_data"]["isArtifactList"]
+        items = spec["root"]["inputDefinitions"]["parameters"]["finetuning_tasks"]["defaultValue"]
+        assert [(i["task"], i["train_uri"]) for i in items] == [("book", "a.tsv"), ("case", "a.conll")]
+        assert json.loads(items[1]["data_yaml"])["level"] == "token"
     if variant != "finetuning":
-        assert {"train vocabulary", "preprocess corpus (Beam)", "pretrain"} <= names
+        assert {"train vocabulary", "preprocess corpus (Beam)", "pretrain", "evaluate pretraining"} <= names
     if variant == "finetuning":
         assert "convert checkpoint" in names
     assert set(spec["root"]["inputDefinitions"]["parameters"]) >= {"corpus_uri", "thresholds", "finetuning_yaml", "project"}
@@ -71,16 +81,15 @@ def test_tpu_training_runs_as_a_vertex_custom_job(tmp_path):
     assert '\\"tpu\\": \\"local\\"' in json.dumps(spec["root"]["inputDefinitions"]["parameters"]["finetuning_yaml"])
 
 
-def test_bad_pipeline_input_is_refused_before_submission(tmp_path):
+def test_bad_pipeline_input_is_refused_before_submission():
     with pytest.raises(ConfigError, match="pipeline.*must be one of"):
         PipelineConfig.from_dict(dict(FULL, pipeline="nope"))
     with pytest.raises(ConfigError, match="corpus: required"):
         PipelineConfig.from_dict(dict(FULL, corpus="")).validate()
     with pytest.raises(ConfigError, match=r"thresholds: 'sentiment.accuracy' names task 'sentiment'"):
         PipelineConfig.from_dict(dict(FULL, thresholds={"sentiment.accuracy": 0.9})).validate()
-    with pytest.raises(ConfigError, match=r"finetuning.*unknown field 'learning_rat'"):
-        compile_pipeline(PipelineConfig.from_dict(dict(FULL, finetuning={**FULL["finetuning"], "learning_rat": 1})),
-                         str(tmp_path / "x.yaml"))
+    with pytest.raises(ConfigError, match=r"unknown field 'finetuning.learning_rat' for TrainConfig"):
+        PipelineConfig.from_dict(dict(FULL, finetuning={**FULL["finetuning"], "learning_rat": 1}))
     with pytest.raises(ConfigError, match="pipeline_root: must be a gs:// folder"):
         SubmitConfig(project="p", region="us-central1", pipeline_root="/tmp/root").validate()
     with pytest.raises(ConfigError, match="project: required"):
@@ -90,6 +99,76 @@ def test_bad_pipeline_input_is_refused_before_submission(tmp_path):
         RetrainingSchedule(cron="61 3 * * *").validate()
     with pytest.raises(ConfigError, match="must have 5 fields"):
         RetrainingSchedule(cron="every monday").validate()
+
+
+def _task(name: str, level: str = "sentence", length: int = 64, **extra) -> dict:
+    data = {"task": name, "level": level, "max_seq_length": length}
+    if level == "token":
+        data["input_format"] = "conll"
+    return {"train": f"{name}_train", "eval": f"{name}_eval", "data": data, **extra}
+
+
+def _errors(**changes) -> str:
+    """The message of validating FULL (as a fine-tuning pipeline) with ``changes``."""
+    with pytest.raises(ConfigError) as caught:
+        PipelineConfig.from_dict(dict(FULL, pipeline="finetuning", pretrained_model="gs://b/m", **changes)).validate()
+    return str(caught.value)
+
+
+def test_pipeline_config_is_typed_all_the_way_down():
+    """Step sections are the steps' own configs (validated with placeholder paths), thresholds a typed list read
+    from the YAML mapping, and any number of tasks, each with its own thresholds."""
+    from components.preprocessing.finetuning import FinetuningDataConfig  # noqa: PLC0415
+    from trainer.training.config import TrainConfig  # noqa: PLC0415
+
+    tasks = [_task("book"), _task("case", "token", thresholds={"span_f1": 0.5}), _task("topic")]
+    training = {"tasks": [{"name": t["data"]["task"], "kind": t["data"]["level"]} for t in tasks]}
+    config = PipelineConfig.from_dict(dict(FULL, finetuning_tasks=tasks, finetuning=training)).validate()
+    assert isinstance(config.finetuning, TrainConfig) and isinstance(config.finetuning_tasks[1].data, FinetuningDataConfig)
+    assert config.gate_thresholds() == {"book.accuracy": 0.5, "case.span_f1": 0.5}
+    assert config.thresholds[0].metric == "book.accuracy" and config.thresholds[0].minimum == 0.5
+    assert PipelineConfig.from_dict(config.to_dict()) == config  # the typed list form reads back
+    assert config.override("thresholds={topic.accuracy: 0.25}").gate_thresholds() == {"topic.accuracy": 0.25, "case.span_f1": 0.5}
+    assert "vocabulary.vocab_size: must be >= 16, got 8" in _errors(vocabulary={"vocab_size": 8})
+    assert "pretraining.optimizer.learning_rate: must be > 0" in _errors(pretraining={"optimizer": {"learning_rate": 0}})
+    assert "finetuning_tasks[0].data.input_format: token-level tasks read conll, got tsv" in _errors(
+        finetuning_tasks=[{**FULL["finetuning_tasks"][0], "data": {"task": "book", "level": "token"}}, FULL["finetuning_tasks"][1]])
+    assert "finetuning.data.train_weights: 3 weights for 2 sources" in _errors(
+        finetuning={**FULL["finetuning"], "data": {"train_weights": [1, 1, 1]}})
+    assert "finetuning.output_dir: set by the pipeline (the model artifact)" in _errors(
+        finetuning={**FULL["finetuning"], "output_dir": "/tmp/run"})
+    assert "finetuning_tasks[1].data.inputs: set by the pipeline (the input artifact)" in _errors(
+        finetuning_tasks=[FULL["finetuning_tasks"][0], {**FULL["finetuning_tasks"][1], "data": {
+            **FULL["finetuning_tasks"][1]["data"], "inputs": ["x.conll"]}}])
+    with pytest.raises(ConfigError, match=r"thresholds: 'book.accuracy' must be a number, got 'high'"):
+        PipelineConfig.from_dict(dict(FULL, thresholds={"book.accuracy": "high"}))
+
+
+def test_pipeline_config_checks_the_tasks_against_each_other():
+    """What would fail only at training or evaluation time is an error before anything runs."""
+    book, case = FULL["finetuning_tasks"]
+    message = _errors(finetuning_tasks=[book, {**case, "data": {**case["data"], "max_seq_length": 128}}])
+    assert "data.max_seq_length differs between tasks (book: 64, case: 128)" in message
+    message = _errors(finetuning_tasks=[book, case, _task("book")])
+    assert "finetuning_tasks[2].data.task: 'book' is also finetuning_tasks[0]" in message
+    message = _errors(finetuning_tasks=[book, case, _task("topic")])
+    assert "finetuning.tasks: no task named 'topic' although finetuning_tasks prepares its records" in message
+    message = _errors(finetuning={**FULL["finetuning"], "tasks": [{"name": "book", "kind": "sentence"},
+                                                                  {"name": "case", "kind": "sentence"}]})
+    assert "finetuning.tasks: 'case' is kind 'sentence' but finetuning_tasks prepares token-level records" in message
+    message = _errors(finetuning_tasks=[book])
+    assert "finetuning.tasks[1]: 'case' (token) has no records; add it to finetuning_tasks (prepared: ['book'])" in message
+    message = _errors(thresholds={"sentiment.accuracy": 0.9, "book": 0.1})
+    assert "thresholds: 'sentiment.accuracy' names task 'sentiment', which the finetuning config does not have" in message
+    assert "thresholds: 'book' must be 'task.metric'" in message
+    message = _errors(finetuning_tasks=[{**book, "thresholds": {"book.accuracy": 0.1}}, {**case, "thresholds": {"accuracy": 0.2}}],
+                      thresholds={"case.accuracy": 0.3})
+    assert "finetuning_tasks[0].thresholds[0]: 'book.accuracy' must be a metric of this task only" in message
+    assert "thresholds: ['case.accuracy'] given more than once" in message
+    assert "finetuning_tasks: at least one task" in _errors(finetuning_tasks=[])
+    # A masked-LM task may join the fine-tuning tasks (dynamic masking of their records).
+    lm = {**FULL["finetuning"], "tasks": [*FULL["finetuning"]["tasks"], {"name": "masked_lm", "kind": "masked_lm"}]}
+    assert PipelineConfig.from_dict(dict(FULL, finetuning=lm)).validate().finetuning.tasks[-1].kind == "masked_lm"
 
 
 PROJECT_NUMBER = "123456789"
@@ -189,7 +268,8 @@ def test_vertex_submit_sends_the_template_parameters_and_service_account(vertex,
     from pipelines.submit import submit  # noqa: PLC0415
 
     config = PipelineConfig.from_dict(dict(FULL, pipeline="finetuning", pretrained_model="gs://pipelines/model"))
-    result = submit(config, SUBMIT, {"task_a_train": "gs://pipelines/data/train.tsv"}, storage_client=gcs_emulator)
+    tasks = [{**item, "train_uri": f"gs://pipelines/data/{item['task']}.tsv"} for item in task_items(config)]
+    result = submit(config, SUBMIT, {"finetuning_tasks": tasks}, storage_client=gcs_emulator)
     assert result["resource_name"].endswith("pipelineJobs/run-1")
     name, request = vertex.requests[-1]
     assert name == "create_pipeline_job" and request.parent == "projects/test-project/locations/us-central1"
@@ -197,7 +277,8 @@ def test_vertex_submit_sends_the_template_parameters_and_service_account(vertex,
     assert job.service_account == SUBMIT.service_account and dict(job.labels)["team"] == "nlp"
     assert job.runtime_config.gcs_output_directory == "gs://pipelines/root"
     params = dict(job.runtime_config.parameter_values)
-    assert params["task_a_train"] == "gs://pipelines/data/train.tsv" and params["project"] == "test-project"
+    assert [t["train_uri"] for t in params["finetuning_tasks"]] == ["gs://pipelines/data/book.tsv", "gs://pipelines/data/case.tsv"]
+    assert params["project"] == "test-project"
     assert job.pipeline_spec["pipelineInfo"]["name"] == "bertkeras-finetuning"
     assert any(b.name.startswith("root/templates/bertkeras-finetuning-") for b in gcs_emulator.list_blobs("pipelines"))
 
@@ -221,28 +302,49 @@ def test_vertex_schedule_create_list_pause(vertex, gcs_emulator):
     assert vertex.requests[-1][1].name.endswith("schedules/42")
 
 
-def test_finetuning_pipeline_runs_locally_with_kfp_local(minilm_dir, tmp_path):
-    """A real run: import a (tiny) pretrained model, prepare records with Beam, fine-tune, evaluate, gate, register."""
-    from components.corpora import kjv_chapters  # noqa: PLC0415
-    from pipelines.local import run_local  # noqa: PLC0415
-    from trainer.model.builder import build_model  # noqa: PLC0415
+def _tiny_pretrained(tmp_path, minilm_dir) -> str:
+    """A (tiny, untrained) model folder as a pretrained model: model.keras + MiniLM's WordPiece encoder."""
+    from trainer.model.backbone import Transformer  # noqa: PLC0415
+    from trainer.tasks.model import build_model  # noqa: PLC0415
     from trainer.model.config import TransformerConfig  # noqa: PLC0415
     from trainer.text.factory import EncoderConfig, build_encoder  # noqa: PLC0415
 
     pretrained = tmp_path / "pretrained"
     pretrained.mkdir()
     tiny = TransformerConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_positions=64)
-    build_model(tiny).save(str(pretrained / "model.keras"))
+    build_model(Transformer(tiny)).save(str(pretrained / "model.keras"))
     build_encoder(EncoderConfig(vocab_file=os.path.join(minilm_dir, "vocab.txt"))).save(str(pretrained / "encoder"))
-    verses = [v for _, vs in kjv_chapters()[:300] for v in vs if len(v.split()) < 25]
-    rows = [(v, "question") for v in verses if v.endswith("?")][:120] + [(v, "statement") for v in verses if "?" not in v][:120]
+    return str(pretrained)
+
+
+def _short_verses(chapters: int = 300) -> list[str]:
+    from components.corpora import kjv_chapters  # noqa: PLC0415
+
+    return [v for _, vs in kjv_chapters()[:chapters] for v in vs if len(v.split()) < 25]
+
+
+def _write_tsv(tmp_path, name: str, rows: list[tuple[str, str]], train: int) -> tuple[str, str]:
+    """Shuffled rows -> <name>_train.tsv (the first ``train``) and <name>_eval.tsv; -> their paths."""
     rows = [rows[i] for i in np.random.default_rng(0).permutation(len(rows))]
-    for name, part in (("train", rows[:180]), ("eval", rows[180:])):
-        (tmp_path / f"{name}.tsv").write_text("text\tlabel\n" + "".join(f"{t}\t{l}\n" for t, l in part))
+    paths = []
+    for split, part in (("train", rows[:train]), ("eval", rows[train:])):
+        path = tmp_path / f"{name}_{split}.tsv"
+        path.write_text("text\tlabel\n" + "".join(f"{t}\t{l}\n" for t, l in part))
+        paths.append(str(path))
+    return paths[0], paths[1]
+
+
+def test_finetuning_pipeline_runs_locally_with_kfp_local(minilm_dir, tmp_path):
+    """A real run: import a (tiny) pretrained model, prepare records with Beam, fine-tune, evaluate, gate, register."""
+    from pipelines.local import run_local  # noqa: PLC0415
+
+    pretrained = _tiny_pretrained(tmp_path, minilm_dir)
+    verses = _short_verses()
+    rows = [(v, "question") for v in verses if v.endswith("?")][:120] + [(v, "statement") for v in verses if "?" not in v][:120]
+    train, eval_ = _write_tsv(tmp_path, "question", rows, 180)
     config = PipelineConfig.from_dict({
-        "pipeline": "finetuning", "component_image": "python:3.11", "pretrained_model": str(pretrained),
-        "finetuning_tasks": [{"train": str(tmp_path / "train.tsv"), "eval": str(tmp_path / "eval.tsv"),
-                              "data": {"task": "question", "max_seq_length": 32}}],
+        "pipeline": "finetuning", "component_image": "python:3.11", "pretrained_model": pretrained,
+        "finetuning_tasks": [{"train": train, "eval": eval_, "data": {"task": "question", "max_seq_length": 32}}],
         "finetuning": {"steps": 40, "log_every": 20, "checkpoint_every": 40, "data": {"global_batch_size": 16},
                        "optimizer": {"learning_rate": 0.003}, "tasks": [{"name": "question", "kind": "sentence"}]},
         "thresholds": {"question.accuracy": 0.0}, "registry_dir": str(tmp_path / "registry"),
@@ -256,6 +358,58 @@ def test_finetuning_pipeline_runs_locally_with_kfp_local(minilm_dir, tmp_path):
     assert "Evaluation report" in report and "data:image/png;base64," in report
     registered = tmp_path / "registry" / "bertkeras-model" / "v1"
     assert (registered / "model.keras").exists() and (registered / "serving" / "saved_model.pb").exists()
+
+
+def test_three_task_finetuning_pipeline_runs_locally_with_kfp_local(minilm_dir, tmp_path):
+    """Two sentence tasks and a token task: one ParallelFor prepares all six splits, one train step fits the
+    three heads together, the evaluation gates each task (the pipeline's and the tasks' own thresholds), and
+    the gated model is registered."""
+    from pipelines.local import run_local  # noqa: PLC0415
+
+    pretrained = _tiny_pretrained(tmp_path, minilm_dir)
+    verses = _short_verses()
+    questions = [(v, "question") for v in verses if v.endswith("?")][:60] + [(v, "statement") for v in verses if "?" not in v][:60]
+    lord = [(v, "lord") for v in verses if "LORD" in v][:60] + [(v, "other") for v in verses if "LORD" not in v][:60]
+    tasks = {"question": _write_tsv(tmp_path, "question", questions, 90), "lord": _write_tsv(tmp_path, "lord", lord, 90)}
+    for split, part in (("train", verses[:90]), ("eval", verses[90:120])):
+        lines = ["".join(f"{w}\t{'B-CAP' if w[0].isupper() else 'O'}\n" for w in v.replace(",", " ").split()) for v in part]
+        (tmp_path / f"case_{split}.conll").write_text("\n".join(lines))
+    tasks["case"] = (str(tmp_path / "case_train.conll"), str(tmp_path / "case_eval.conll"))
+    config = PipelineConfig.from_dict({
+        "pipeline": "finetuning", "component_image": "python:3.11", "pretrained_model": pretrained,
+        "finetuning_tasks": [
+            {"train": tasks["question"][0], "eval": tasks["question"][1], "thresholds": {"accuracy": 0.0},
+             "data": {"task": "question", "max_seq_length": 32}},
+            {"train": tasks["case"][0], "eval": tasks["case"][1], "thresholds": {"span_f1": 0.0},
+             "data": {"task": "case", "level": "token", "input_format": "conll", "max_seq_length": 32}},
+            {"train": tasks["lord"][0], "eval": tasks["lord"][1], "data": {"task": "lord", "max_seq_length": 32}},
+        ],
+        # The heads in another order than the tasks: data.train_weights follow this order.
+        "finetuning": {"steps": 20, "log_every": 10, "checkpoint_every": 20, "optimizer": {"learning_rate": 0.003},
+                       "data": {"global_batch_size": 16, "train_weights": [1.0, 2.0, 1.0]},
+                       "tasks": [{"name": "lord", "kind": "sentence"}, {"name": "question", "kind": "sentence"},
+                                 {"name": "case", "kind": "token"}]},
+        "thresholds": {"lord.accuracy": 0.0}, "registry_dir": str(tmp_path / "registry"), "model_display_name": "three",
+    })
+    assert config.gate_thresholds() == {"lord.accuracy": 0.0, "question.accuracy": 0.0, "case.span_f1": 0.0}
+    artifacts = run_local(config, str(tmp_path / "root"))["artifacts"]
+    prepared = [k for k in artifacts if k.startswith("for-loop-") and k.endswith("/prepare-finetuning-data")]
+    assert len(prepared) == 3  # one loop iteration per task (train split; eval is prepare-finetuning-data-2)
+    trained = yaml.safe_load(open(os.path.join(artifacts["train/model"], "training_config.yaml")))
+    order = [json.load(open(os.path.join(d, "manifest.json")))["task"] for d in trained["data"]["train"]]
+    assert order == ["lord", "question", "case"] and len(trained["data"]["eval"]) == 3
+    gate = json.load(open(artifacts["evaluate/executor_output.json"]))["parameterValues"]
+    summary = json.loads(gate["summary"])
+    assert gate["passed"] is True and summary["reasons"] == []
+    metrics = summary["metrics"]
+    assert {"question.accuracy", "question.macro_f1", "lord.accuracy", "case.accuracy", "case.span_f1"} <= set(metrics)
+    assert all(0 < metrics[f"{task}.accuracy"] <= 1 for task in ("question", "lord", "case"))
+    report = open(artifacts["evaluate/report_markdown"]).read()
+    assert "lord.accuracy >= 0.0" in report and "question.accuracy >= 0.0" in report and "case.span_f1 >= 0.0" in report
+    registered = tmp_path / "registry" / "three" / "v1"
+    assert json.load(open(artifacts["local-register/executor_output.json"]))["parameterValues"]["Output"] == str(registered)
+    assert (registered / "serving" / "saved_model.pb").exists()
+    assert {f"{task}_labels.txt" for task in ("question", "lord", "case")} <= set(os.listdir(registered))
 
 
 class _FakeKfpServer:
@@ -321,10 +475,12 @@ def test_kubeflow_submit_and_recurring_runs_against_a_kfp_api_server():
     target = SubmitConfig(target="kubeflow", host=server.url, experiment="nlp", enable_caching=False)
     config = PipelineConfig.from_dict(dict(FULL, pipeline="finetuning", pretrained_model="gs://pipelines/model"))
     try:
-        assert submit(config, target, {"task_a_train": "gs://b/train.tsv"}) == {"target": "kubeflow", "run_id": "run-1"}
+        assert submit(config, target, {"model_display_name": "kjv-v2"}) == {"target": "kubeflow", "run_id": "run-1"}
         run = [b for m, p, b in server.requests if m == "POST" and p.startswith("/apis/v2beta1/runs")][-1]
         assert run["pipeline_spec"]["pipelineInfo"]["name"] == "bertkeras-finetuning"
-        assert run["runtime_config"]["parameters"]["task_a_train"] == "gs://b/train.tsv"
+        assert run["runtime_config"]["parameters"]["model_display_name"] == "kjv-v2"
+        defaults = run["pipeline_spec"]["root"]["inputDefinitions"]["parameters"]["finetuning_tasks"]["defaultValue"]
+        assert [t["task"] for t in defaults] == ["book", "case"]
         assert run["experiment_id"] == "exp-1"
         created = create_schedule(config, target, RetrainingSchedule(cron="0 3 * * 1", max_concurrent_runs=2))
         assert created["recurring_run_id"] == "rr-1"

@@ -13,8 +13,10 @@ import tensorflow as tf
 from trainer.config import ConfigError
 from trainer.training import data as data_lib
 from trainer.training.config import ScheduleConfig, TaskConfig, TrainConfig
-from trainer.training.metrics import bio_spans, macro_f1, span_f1
-from trainer.training.tasks import WarmupLinearDecay, schedule_value_py, task_losses
+from trainer.tasks import make_task
+from trainer.tasks.config import schedule_value_py
+from trainer.tasks.metrics import bio_spans, macro_f1, span_f1
+from trainer.training.optimizer import WarmupLinearDecay
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 GOOGLE = os.path.join(DATA, "google_cpd_sample.tfrecord")
@@ -35,13 +37,12 @@ def test_schedules():
 
 
 def test_masked_loss_is_weighted_mean_and_zero_without_weights():
-    task = TaskConfig(name="t", kind="token")
+    task = make_task(TaskConfig(name="t", kind="token", num_classes=2))
     logits = tf.constant([[[2.0, 0.0], [0.0, 2.0]]])
     batch = {"t_labels": tf.constant([[0, 0]]), "t_weights": tf.constant([[1.0, 0.0]])}
-    loss = task_losses({"t": logits}, batch, [task], {"t": tf.constant(1.0)})["t"]
+    loss = task.loss(logits, batch, task.weight_sum(batch))
     assert float(loss) == pytest.approx(float(tf.nn.softmax_cross_entropy_with_logits([1.0, 0.0], [2.0, 0.0])))
-    zero = task_losses({"t": logits}, {"t_labels": batch["t_labels"], "t_weights": tf.zeros([1, 2])}, [task],
-                       {"t": tf.constant(0.0)})["t"]
+    zero = task.loss(logits, {"t_labels": batch["t_labels"], "t_weights": tf.zeros([1, 2])}, tf.constant(0.0))
     assert float(zero) == 0.0
 
 
@@ -61,7 +62,7 @@ def test_task_and_config_errors_name_the_field():
 
 def _check(specs, tasks=PRETRAINING, max_positions=512, fingerprint=None, verify=True):
     sources = [data_lib.inspect_source(s) for s in specs]
-    return data_lib.check_sources(sources, tasks, max_positions, 30522, fingerprint, verify)
+    return data_lib.check_sources(sources, [make_task(t) for t in tasks], max_positions, 30522, fingerprint, verify)
 
 
 def test_google_records_give_the_layout():
@@ -151,7 +152,10 @@ def test_one_run_moves_from_lm_pretraining_to_finetuning_by_schedule(tmp_path):
 def _tiny_step(compile_update: bool, overrides=()):
     import keras  # noqa: PLC0415
 
-    from trainer.training import loop  # noqa: PLC0415
+    from trainer.model.backbone import Transformer  # noqa: PLC0415
+    from trainer.training import optimizer as optimizer_lib  # noqa: PLC0415
+    from trainer.training.prepare import build_training_model  # noqa: PLC0415
+    from trainer.training.step import make_step  # noqa: PLC0415
 
     config = TrainConfig.resolve(None, [
         "output_dir=unused", "data.synthetic=true", "data.synthetic_seq_length=16", "data.synthetic_predictions=3",
@@ -159,12 +163,12 @@ def _tiny_step(compile_update: bool, overrides=()):
         "model.hidden_size=16", "model.num_layers=1", "model.num_heads=2", "model.intermediate_size=32",
         "model.dropout=0", "model.attention_dropout=0", "steps=10", *overrides])
     keras.utils.set_random_seed(0)
-    layout = data_lib.Layout(16, 3, config.tasks)
-    model, model_config, _ = loop.build_training_model(config, {"next_sentence": 2}, None)
-    optimizer = loop.make_optimizer(config, "float32")
+    layout = data_lib.Layout(16, 3, tuple(make_task(t) for t in config.tasks))
+    model, _ = build_training_model(config, layout.tasks, Transformer(config.model), None)
+    optimizer = optimizer_lib.make_optimizer(config, "float32")
     optimizer.build(model.trainable_variables)
-    batches = iter(data_lib.synthetic_dataset(layout, model_config.vocab_size, {"next_sentence": 2}, 0, 4, 0, 1, 0))
-    step = loop._make_step(model, optimizer, config, layout, "float32", compile_update)
+    batches = iter(data_lib.synthetic_dataset(layout, config.model.vocab_size, 0, 4, 0, 1, 0))
+    step = make_step(model, optimizer, config, layout, "float32", compile_update)
     run = tf.function(lambda n: [step(next(batches)) for _ in range(n)])
     return model, run
 

@@ -11,7 +11,8 @@ Garden's trainers read ours unchanged, and ours read theirs:
 Causal-LM records (GPT) hold ``input_ids`` and ``input_mask`` of max_seq_length + 1 tokens; the model reads
 tokens [0, n) and predicts tokens [1, n + 1).
 
-Fine-tuning records hold ``input_ids``, ``input_mask``, ``segment_ids`` and, per task ``<task>``:
+Fine-tuning records hold ``input_ids``, ``input_mask``, ``segment_ids`` and, per task ``<task>`` (the task
+objects of :mod:`trainer.tasks` say which, ``Task.record_spec``):
     sentence level: ``<task>_labels`` int64 x 1, ``<task>_index`` int64 x 1 (the extraction index: the
                     position whose vector the head reads, 0 = [CLS] by default), ``<task>_weights`` float x 1
     token level:    ``<task>_labels`` int64 x max_seq_length (label of each word on its first sub-word),
@@ -28,9 +29,35 @@ MASKED_LM_IDS = "masked_lm_ids"
 MASKED_LM_WEIGHTS = "masked_lm_weights"
 NEXT_SENTENCE_LABELS = "next_sentence_labels"
 
+# What kind of records a source holds (from its features; see trainer.training.data.inspect_source).
+PRETRAINING_RECORDS, CAUSAL_RECORDS, FINETUNING_RECORDS = "pretraining", "causal", "finetuning"
+
+# Model inputs and backbone outputs (the backbone contract, trainer.model.backbone).
+TOKEN_IDS = "token_ids"
+PADDING_MASK = "padding_mask"
+ATTENTION_MASK = "attention_mask"
+MASKED_POSITIONS = "masked_positions"
+READ_POSITIONS = "read_positions"
+SEQUENCE_OUTPUT = "sequence_output"
+POOLED_OUTPUT = "pooled_output"
+READ_OUTPUT = "read_output"
+
+# Artifact file and folder names.
 MANIFEST_FILE = "manifest.json"
 STATISTICS_FILE = "statistics.json"
 LABELS_FILE_SUFFIX = "_labels.txt"
+MODEL_FILE = "model.keras"
+ENCODER_DIR = "encoder"
+ENCODER_FILE = "encoder.json"
+TRAINING_CONFIG_FILE = "training_config.yaml"
+METRICS_FILE = "metrics.json"
+CHECKPOINT_DIR = "checkpoints"
+EXPORT_DIR = "export"
+SERVING_DIR = "serving"
+
+
+class DataError(ValueError):
+    """Input records that cannot train this model; the message names the file and feature."""
 
 
 def task_labels(task: str) -> str:
@@ -42,6 +69,7 @@ def task_weights(task: str) -> str:
 
 
 def task_index(task: str) -> str:
+    """The record feature and the model input holding a sentence task's extraction index."""
     return f"{task}_index"
 
 
@@ -69,21 +97,3 @@ def causal_feature_spec(max_seq_length: int):
         INPUT_IDS: tf.io.FixedLenFeature([max_seq_length + 1], tf.int64),
         INPUT_MASK: tf.io.FixedLenFeature([max_seq_length + 1], tf.int64),
     }
-
-
-def finetuning_feature_spec(max_seq_length: int, tasks: dict[str, str]):
-    """``tasks`` maps task name -> "sentence" or "token"."""
-    import tensorflow as tf  # noqa: PLC0415
-
-    spec = {
-        INPUT_IDS: tf.io.FixedLenFeature([max_seq_length], tf.int64),
-        INPUT_MASK: tf.io.FixedLenFeature([max_seq_length], tf.int64),
-        SEGMENT_IDS: tf.io.FixedLenFeature([max_seq_length], tf.int64),
-    }
-    for task, level in tasks.items():
-        width = 1 if level == "sentence" else max_seq_length
-        spec[task_labels(task)] = tf.io.FixedLenFeature([width], tf.int64)
-        spec[task_weights(task)] = tf.io.FixedLenFeature([width], tf.float32)
-        if level == "sentence":
-            spec[task_index(task)] = tf.io.FixedLenFeature([1], tf.int64)
-    return spec

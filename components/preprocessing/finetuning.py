@@ -36,7 +36,11 @@ from components.preprocessing.pretraining import (
 )
 from trainer import features, fileio
 from trainer.config import Config, option
+from trainer.tasks import Task, TaskConfig, make_task
+from trainer.tasks.base import RecordShape
 from trainer.text.factory import EncoderConfig, build_encoder, shared_encoder
+
+CONLL = "conll"  # the word-per-line format; every other format holds one labelled text per row
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +64,10 @@ class FinetuningDataConfig(Config):
     num_workers: int = option(1, "DirectRunner worker processes")
     beam_args: tuple[str, ...] = option((), "extra Beam flags")
 
+    def task_object(self) -> Task:
+        """The task these records feed: it packs each example and names the record features."""
+        return make_task(TaskConfig(name=self.task or "task", kind=self.level, extraction_index=self.extraction_index))
+
     def check(self) -> list[str]:
         errors = []
         if not self.task or not self.task.isidentifier():
@@ -68,10 +76,9 @@ class FinetuningDataConfig(Config):
             errors.append("inputs: at least one file is required")
         if not self.output_dir:
             errors.append("output_dir: required")
-        if self.level == "token" and self.input_format != "conll":
-            errors.append("input_format: token-level tasks read CoNLL files (input_format=conll)")
-        if self.level == "sentence" and self.input_format == "conll":
-            errors.append("input_format: conll is for token-level tasks")
+        formats = self.task_object().input_formats
+        if self.input_format not in formats:
+            errors.append(f"input_format: {self.level}-level tasks read {' or '.join(formats)}, got {self.input_format}")
         if self.max_seq_length < 4:
             errors.append(f"max_seq_length: must be >= 4, got {self.max_seq_length}")
         return errors
@@ -140,36 +147,27 @@ class EncodeExamples(beam.DoFn):
         self.start = self.encoder.special.id("start")
         self.end = self.encoder.special.id("end")
 
-    def _serialize(self, rows: list[tuple]) -> list[bytes]:
-        """(ids, segments, labels, weights, index or None) rows -> records, zero-padded to max_seq_length."""
-        config, task = self.config, self.config.task
-        n, length = len(rows), config.max_seq_length
-        label_width = 1 if config.level == "sentence" else length
-        ids, segments = np.zeros((n, length), np.int64), np.zeros((n, length), np.int64)
-        labels, weights = np.zeros((n, label_width), np.int64), np.zeros((n, label_width), np.float32)
-        lengths = np.empty(n, np.int64)
-        for row, (row_ids, row_segments, row_labels, row_weights, _) in enumerate(rows):
-            lengths[row] = len(row_ids)
-            ids[row, : len(row_ids)] = row_ids
-            segments[row, : len(row_segments)] = row_segments
-            labels[row, : len(row_labels)] = row_labels
-            weights[row, : len(row_weights)] = row_weights
-        columns = {
-            features.INPUT_IDS: ids,
-            features.INPUT_MASK: length_mask(lengths, length),
-            features.SEGMENT_IDS: segments,
-            features.task_labels(task): labels,
-            features.task_weights(task): weights,
-        }
-        if config.level == "sentence":
-            columns[features.task_index(task)] = np.array([[r[4]] for r in rows], np.int64)
+    def _serialize(self, rows: list[dict]) -> list[bytes]:
+        """Packed rows (the task's :meth:`pack`) -> records, each feature zero-padded to its record length."""
+        length = self.config.max_seq_length
+        widths = {features.INPUT_IDS: length, features.SEGMENT_IDS: length,
+                  **self.task.record_features(RecordShape(length))}
+        columns = {}
+        for name, width in widths.items():
+            column = np.zeros((len(rows), width), self.task.feature_dtype(name))
+            for i, row in enumerate(rows):
+                column[i, : len(row[name])] = row[name]
+            columns[name] = column
+        lengths = np.array([len(row[features.INPUT_IDS]) for row in rows], np.int64)
+        columns[features.INPUT_MASK] = length_mask(lengths, length)
         return serialize_examples(columns)
 
     def process(self, batch, labels):
+        self.task = self.config.task_object()
         label_ids = {label: i for i, label in enumerate(labels)}
         rows = []
-        for item in (self._sentences if self.config.level == "sentence" else self._tokens)(batch, label_ids):
-            if isinstance(item, tuple):
+        for item in (self._words if self.config.input_format == CONLL else self._texts)(batch, label_ids):
+            if isinstance(item, dict):
                 rows.append(item)
             else:
                 yield item
@@ -177,31 +175,27 @@ class EncodeExamples(beam.DoFn):
             self.examples.inc(len(rows))
             yield self._serialize(rows)
 
-    def _sentences(self, batch, label_ids):
+    def _packed(self, row, truncated):
+        if truncated:
+            self.truncated.inc()
+        return row
+
+    def _texts(self, batch, label_ids):
         texts = [t for text, text_b, *_ in batch for t in (text, text_b)]
         encoded = self.encoder.encode_batch(texts)
-        room = self.config.max_seq_length
         for n, (text, text_b, label, path, line) in enumerate(batch):
             if label not in label_ids:
                 self.dead.inc()
                 yield beam.pvalue.TaggedOutput(self.DEAD, dead_letter(path, None, f"label {label!r} is not in the label vocabulary", text, line))
                 continue
-            a, b = list(encoded[2 * n]), list(encoded[2 * n + 1])
-            budget = room - (3 if text_b else 2)
-            if len(a) + len(b) > budget:
-                self.truncated.inc()
-                while len(a) + len(b) > budget:
-                    (a if len(a) >= len(b) else b).pop()
-            ids = [self.start, *a, self.end] + ([*b, self.end] if text_b else [])
-            segments = [0] * (len(a) + 2) + ([1] * (len(b) + 1) if text_b else [])
-            index = 0 if self.config.extraction_index == "first" else len(ids) - 1
-            yield ids, segments, [label_ids[label]], [1.0], index
+            b = list(encoded[2 * n + 1]) if text_b else None
+            yield self._packed(*self.task.pack(self.start, self.end, list(encoded[2 * n]), b, label_ids[label],
+                                               self.config.max_seq_length))
 
-    def _tokens(self, batch, label_ids):
+    def _words(self, batch, label_ids):
         words = [w for sentence, _, _ in batch for w, _ in sentence]
         pieces = self.encoder.encode_batch(words) if words else []
         position = 0
-        limit = self.config.max_seq_length - 1
         for sentence, path, offset in batch:
             sentence_pieces = pieces[position : position + len(sentence)]
             position += len(sentence)
@@ -212,20 +206,9 @@ class EncodeExamples(beam.DoFn):
                     path, offset, f"tag {unknown[0]!r} is not in the label vocabulary", " ".join(w for w, _ in sentence), self.line_of(path, offset)
                 ))
                 continue
-            ids, labels, weights = [self.start], [0], [0.0]
-            for (_, tag), word_ids in zip(sentence, sentence_pieces):
-                if not word_ids:
-                    continue
-                if len(ids) + len(word_ids) > limit:
-                    self.truncated.inc()  # the words that do not fit are dropped
-                    break
-                ids.extend(word_ids)
-                labels.extend([label_ids[tag]] + [0] * (len(word_ids) - 1))
-                weights.extend([1.0] + [0.0] * (len(word_ids) - 1))
-            ids.append(self.end)
-            labels.append(0)
-            weights.append(0.0)
-            yield ids, [0] * len(ids), labels, weights, None
+            tags = [label_ids[tag] for _, tag in sentence]
+            yield self._packed(*self.task.pack(self.start, self.end, [list(p) for p in sentence_pieces], tags,
+                                               self.config.max_seq_length))
 
 
 def _conll_sentences(batch):
@@ -245,7 +228,7 @@ def _conll_sentences(batch):
 
 def build_pipeline(pipeline: beam.Pipeline, config: FinetuningDataConfig):
     files = pipeline | "Patterns" >> beam.Create(list(config.inputs)) | "Match" >> beam_fileio.MatchAll()
-    if config.level == "token":
+    if config.input_format == CONLL:
         read = (
             files
             | "Ranges" >> beam.Map(lambda m: FileRange(m.path, 0, -1))

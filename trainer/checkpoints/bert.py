@@ -16,8 +16,10 @@ import numpy as np
 
 from trainer import fileio
 from trainer.checkpoints.common import CheckpointError, ConversionReport, Target, apply_mapping, export_tensors
-from trainer.model.builder import build_model
-from trainer.model.config import HeadConfig, TransformerConfig
+from trainer.model.backbone import Transformer
+from trainer.model.config import TransformerConfig
+from trainer.tasks import MaskedLM, NextSentence, Task, TaskConfig
+from trainer.tasks.model import build_model
 
 TF1_FORMAT = "google_tf1_bert"
 HF_FORMAT = "huggingface_bert"
@@ -190,12 +192,12 @@ def read_json(path: str) -> dict:
     return data
 
 
-def _heads(mlm: bool, nsp: bool) -> dict[str, HeadConfig]:
-    heads = {}
+def _heads(mlm: bool, nsp: bool) -> list[Task]:
+    heads = []
     if mlm:
-        heads[MLM_HEAD] = HeadConfig(kind="masked_lm")
+        heads.append(MaskedLM(TaskConfig(name=MLM_HEAD, kind=MaskedLM.kind)))
     if nsp:
-        heads[NSP_HEAD] = HeadConfig(kind="next_sentence")
+        heads.append(NextSentence(TaskConfig(name=NSP_HEAD, kind=NextSentence.kind)))
     return heads
 
 
@@ -203,7 +205,7 @@ def _load(tensors, config, source, fmt, names: dict[str, str], ignored: dict[str
     present = lambda key: names[key] in tensors  # noqa: E731
     pooler, mlm, nsp = present("pooler"), present("mlm"), present("nsp")
     config = TransformerConfig(**{**config.to_dict(), "pooler": pooler})
-    model = build_model(config, _heads(mlm, nsp))
+    model = build_model(Transformer(config), _heads(mlm, nsp))
     report = ConversionReport(source=source, source_format=fmt)
     apply_mapping(model, tensors, make_table(config, pooler, mlm, nsp), ignored, report)
     return model, config, report

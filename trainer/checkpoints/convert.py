@@ -16,20 +16,20 @@ from typing import Literal
 
 import numpy as np
 
-from trainer import fileio
+from trainer import features, fileio
 from trainer.checkpoints import bert, openai_gpt
 from trainer.checkpoints.common import CheckpointError, ConversionReport
 from trainer.config import Config, option
-from trainer.model.saving import MODEL_FILE, save_model
+from trainer.features import ENCODER_DIR, MODEL_FILE
+from trainer.model.saving import save_model
 
 SourceFormat = Literal["auto", "google_tf1", "huggingface", "openai_gpt"]
 REPORT_FILE = "conversion_report.json"
-ENCODER_DIR = "encoder"
 
 # Reference-output names used by HF / Google dumps -> our output names.
 REFERENCE_OUTPUTS = {
-    "last_hidden_state": "sequence_output", "sequence_output": "sequence_output",
-    "pooler_output": "pooled_output", "pooled_output": "pooled_output",
+    "last_hidden_state": features.SEQUENCE_OUTPUT, "sequence_output": features.SEQUENCE_OUTPUT,
+    "pooler_output": features.POOLED_OUTPUT, "pooled_output": features.POOLED_OUTPUT,
     "mlm_logits": bert.MLM_HEAD, "nsp_logits": bert.NSP_HEAD, "lm_logits": openai_gpt.LM_HEAD,
 }
 
@@ -141,8 +141,8 @@ def reference_parity(model, reference_file: str, tolerance: float, report: Conve
         "attention_mask": None,
     }
     names = set(model.input.keys()) if isinstance(model.input, dict) else set()
-    if "masked_positions" in names:
-        inputs["masked_positions"] = np.tile(np.arange(ids.shape[1], dtype="int32"), (ids.shape[0], 1))
+    if features.MASKED_POSITIONS in names:  # every position, so the MLM logits compare position by position
+        inputs[features.MASKED_POSITIONS] = np.tile(np.arange(ids.shape[1], dtype="int32"), (ids.shape[0], 1))
     outputs = {k: np.asarray(v) for k, v in model(inputs, training=False).items()}
     real = padding.astype(bool)
     checked = {}

@@ -22,8 +22,10 @@ import numpy as np
 
 from trainer import fileio
 from trainer.checkpoints.common import CheckpointError, ConversionReport, Target, apply_mapping
-from trainer.model.builder import build_model
-from trainer.model.config import OPENAI_GPT, HeadConfig, TransformerConfig
+from trainer.model.backbone import Transformer
+from trainer.model.config import OPENAI_GPT, TransformerConfig
+from trainer.tasks import CausalLM, TaskConfig
+from trainer.tasks.model import build_model
 
 LM_HEAD = "causal_lm"
 LAYER_PARTS = (
@@ -131,7 +133,7 @@ def load_openai_gpt(folder: str, vocab_size: int | None = None):
     tensors = read_release(folder)
     config = config_for(folder, tensors, vocab_size)
     release_vocab = tensors["model/we_tok"].shape[0]
-    model = build_model(config, {LM_HEAD: HeadConfig(kind="causal_lm")})
+    model = build_model(Transformer(config), [CausalLM(TaskConfig(name=LM_HEAD, kind=CausalLM.kind))])
     report = ConversionReport(source=folder, source_format="openai_gpt1_release")
     mapping = table(config, release_vocab)
     if config.vocab_size > release_vocab:

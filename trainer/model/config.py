@@ -1,4 +1,4 @@
-"""Typed configuration of the transformer encoder (BERT or OpenAI GPT) and of its heads."""
+"""Typed configuration of the transformer encoder (BERT or OpenAI GPT); heads are tasks (trainer.tasks)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Literal
 from trainer.config import Config, option
 
 Activation = Literal["gelu", "gelu_tanh", "relu"]
-HeadKind = Literal["masked_lm", "causal_lm", "next_sentence", "sentence", "token"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,24 +42,6 @@ class TransformerConfig(Config):
         for name in ("dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 errors.append(f"{name}: must be in [0, 1), got {getattr(self, name)}")
-        return errors
-
-
-@dataclasses.dataclass(frozen=True)
-class HeadConfig(Config):
-    """One named head on the encoder."""
-
-    kind: HeadKind = option("sentence", "masked_lm, causal_lm, next_sentence, sentence (classifier), token (tagger)")
-    num_classes: int = option(2, "classes of a sentence or token classifier")
-    dropout: float = option(0.1, "dropout before the classifier")
-    use_pooler: bool = option(True, "sentence head: apply the encoder's pooler (dense + tanh) to the extracted vector")
-
-    def check(self) -> list[str]:
-        errors = []
-        if self.kind in ("sentence", "token") and self.num_classes < 1:
-            errors.append(f"num_classes: must be >= 1, got {self.num_classes}")
-        if not 0.0 <= self.dropout < 1.0:
-            errors.append(f"dropout: must be in [0, 1), got {self.dropout}")
         return errors
 
 

@@ -154,6 +154,8 @@ class ReversibleEmbedding(keras.layers.Embedding):
     """Token embedding that also projects hidden states back onto the vocabulary (``reverse=True``),
     so LM decoders are tied to the embedding by calling the same layer."""
 
+    reversible = True  # the backbone contract's mark of a token embedding LM heads can tie to
+
     def call(self, inputs, reverse: bool = False):
         if reverse:
             return ops.matmul(inputs, ops.transpose(ops.convert_to_tensor(self.embeddings, dtype=inputs.dtype)))
@@ -300,3 +302,40 @@ class Bias(keras.layers.Layer):
 
     def call(self, inputs):
         return inputs + ops.cast(self.bias, inputs.dtype)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class IndexAsPositions(keras.layers.Layer):
+    """One position per example as a positions row: [batch] -> [batch, 1] (int32)."""
+
+    def call(self, index):
+        return ops.expand_dims(ops.cast(ops.reshape(index, (-1,)), "int32"), 1)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class FirstRow(keras.layers.Layer):
+    """[batch, n, hidden] -> [batch, hidden] (row 0): the vector of a one-position reader."""
+
+    def call(self, rows):
+        return rows[:, 0]
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class SplitRows(keras.layers.Layer):
+    """Splits rows [batch, sum(n_i), hidden] into one [batch, n_i, hidden] per positions tensor [batch, n_i]."""
+
+    def call(self, rows, positions):
+        out, start = [], 0
+        for p in positions:
+            n = ops.shape(p)[1]
+            out.append(rows[:, start:start + n])
+            start = start + n
+        return out
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ConcatPositions(keras.layers.Layer):
+    """Positions [batch, n_i] of several readers -> [batch, sum(n_i)] (int32)."""
+
+    def call(self, positions):
+        return ops.concatenate([ops.cast(p, "int32") for p in positions], axis=1)

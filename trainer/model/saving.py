@@ -9,8 +9,7 @@ import tempfile
 import keras
 
 from trainer import fileio
-
-MODEL_FILE = "model.keras"
+from trainer.features import MODEL_FILE
 
 
 def save_model(model: keras.Model, path: str) -> None:
@@ -22,7 +21,10 @@ def save_model(model: keras.Model, path: str) -> None:
 
 
 def load_model(path: str) -> keras.Model:
-    """Loads with ``safe_mode=True`` (registered layers only)."""
+    """Loads with ``safe_mode=True`` (registered layers only: the model's classes are imported here, so a fresh
+    process needs no other import first)."""
+    import trainer.model.backbone  # noqa: F401, PLC0415 - registers Transformer and its layers
+    import trainer.tasks.model  # noqa: F401, PLC0415 - registers TaskModel
     if not fileio.is_remote(path):
         return keras.saving.load_model(path, safe_mode=True)
     with tempfile.TemporaryDirectory() as tmp:

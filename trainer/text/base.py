@@ -20,8 +20,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
 from trainer import fileio
+from trainer.features import ENCODER_FILE
 
-ENCODER_FILE = "encoder.json"
 
 
 class EncoderError(ValueError):

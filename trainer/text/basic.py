@@ -87,3 +87,16 @@ def basic_tokenize(text: str, lower_case: bool = True) -> list[str]:
             word = strip_accents(word.lower())
         tokens.extend(split_on_punctuation(word))
     return [t for t in " ".join(tokens).split()]
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible map from bytes to printable characters (printable Latin-1 map to themselves)."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
+    chars = list(keep)
+    extra = 0
+    for b in range(256):
+        if b not in keep:
+            keep.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return {b: chr(c) for b, c in zip(keep, chars)}

@@ -26,6 +26,7 @@ from typing import Any
 import regex
 
 from trainer.text import basic
+from trainer.text.basic import bytes_to_unicode
 from trainer.text.base import EncoderError, SpecialTokens, TextEncoder, read_asset_text, read_lines
 
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -36,19 +37,6 @@ END_OF_WORD = "</w>"
 
 
 @functools.lru_cache(maxsize=1)
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible map from bytes to printable characters (printable Latin-1 map to themselves)."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
-    chars = list(keep)
-    extra = 0
-    for b in range(256):
-        if b not in keep:
-            keep.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return {b: chr(c) for b, c in zip(keep, chars)}
-
-
 def load_vocab_json(path: str) -> dict[str, int]:
     text = read_asset_text(path)
     try:

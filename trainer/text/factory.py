@@ -9,9 +9,10 @@ from typing import Literal
 
 from trainer import fileio
 from trainer.config import Config, option
-from trainer.text.base import ENCODER_FILE, EncoderError, TextEncoder
+from trainer.features import ENCODER_FILE
+from trainer.text.base import EncoderError, TextEncoder
 from trainer.text.bpe import GPT1_FILES, GPT2_FILES, GPT1Encoder, GPT2Encoder
-from trainer.text.sentencepiece_encoder import MODEL_FILE, SentencePieceEncoder
+from trainer.text.sentencepiece_encoder import SENTENCEPIECE_FILE, SentencePieceEncoder
 from trainer.text.wordpiece import VOCAB_FILE, WordPieceEncoder
 
 EncoderKind = Literal["wordpiece", "sentencepiece", "gpt2_bpe", "gpt1_bpe"]
@@ -78,7 +79,7 @@ def load_encoder(directory: str) -> TextEncoder:
     if kind == "wordpiece":
         encoder: TextEncoder = WordPieceEncoder.from_file(asset(VOCAB_FILE), **settings)
     elif kind == "sentencepiece":
-        encoder = SentencePieceEncoder.from_file(asset(MODEL_FILE))
+        encoder = SentencePieceEncoder.from_file(asset(SENTENCEPIECE_FILE))
     elif kind == "gpt2_bpe":
         encoder = GPT2Encoder.from_files(*(asset(f) for f in GPT2_FILES), **settings)
     elif kind == "gpt1_bpe":

@@ -13,6 +13,8 @@ import re
 import tensorflow as tf
 import tensorflow_text as tf_text
 
+from trainer.text.basic import bytes_to_unicode
+
 _STRINGS = tf.TensorSpec([None], tf.string)
 
 
@@ -207,8 +209,6 @@ class BPEGraph(tf.Module):
             default_value=-1 if unk_id is None else unk_id,
         )
         if mode == "gpt2":
-            from trainer.text.bpe import bytes_to_unicode  # noqa: PLC0415
-
             byte_map = bytes_to_unicode()
             self._bytes = tf.lookup.StaticHashTable(
                 tf.lookup.KeyValueTensorInitializer(

@@ -17,7 +17,7 @@ import sentencepiece as spm
 from trainer import fileio
 from trainer.text.base import EncoderError, SpecialTokens, TextEncoder
 
-MODEL_FILE = "sentencepiece.model"
+SENTENCEPIECE_FILE = "sentencepiece.model"
 TRAINED_SPECIALS = {"pad": "[PAD]", "unk": "[UNK]", "bos": "[CLS]", "eos": "[SEP]", "mask": "[MASK]"}
 
 
@@ -109,7 +109,7 @@ class SentencePieceEncoder(TextEncoder):
         return {}  # the normalisation rules live inside the model proto, which the fingerprint hashes
 
     def asset_files(self) -> dict[str, bytes]:
-        return {MODEL_FILE: self._proto}
+        return {SENTENCEPIECE_FILE: self._proto}
 
     def _encode(self, text: str) -> list[int]:
         return self._sp.EncodeAsIds(text)

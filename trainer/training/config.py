@@ -13,57 +13,13 @@ from typing import Literal
 
 from trainer.config import Config, option
 from trainer.model.config import TransformerConfig
+from trainer.tasks.config import ScheduleConfig, TaskConfig, TaskKind
+
+__all__ = ["DataConfig", "EvaluateConfig", "OptimizerConfig", "RuntimeConfig", "ScheduleConfig", "TaskConfig",
+           "TaskKind", "TrainConfig", "TrainingError"]
 
 class TrainingError(RuntimeError):
     """The run cannot start or continue; the message says why."""
-
-
-TaskKind = Literal["masked_lm", "causal_lm", "next_sentence", "sentence", "token"]
-LM_KINDS = ("masked_lm", "causal_lm", "next_sentence")
-
-
-@dataclasses.dataclass(frozen=True)
-class ScheduleConfig(Config):
-    """A value over the global step: constant, step change, linear ramp or cosine ramp."""
-
-    kind: Literal["constant", "step", "linear", "cosine"] = option("constant", "shape of the schedule")
-    value: float = option(1.0, "the value (constant) or the value before start_step (other kinds)")
-    end_value: float = option(1.0, "the value at and after end_step (step: from start_step on)")
-    start_step: int = option(0, "step where the change starts")
-    end_step: int = option(0, "step where a linear/cosine ramp ends (ignored for constant/step)")
-
-    def check(self) -> list[str]:
-        errors = []
-        if self.start_step < 0:
-            errors.append(f"start_step: must be >= 0, got {self.start_step}")
-        if self.kind in ("linear", "cosine") and self.end_step <= self.start_step:
-            errors.append(f"end_step: must be > start_step ({self.start_step}) for a {self.kind} ramp, got {self.end_step}")
-        if self.value < 0 or self.end_value < 0:
-            errors.append("value/end_value: loss weights must be >= 0")
-        return errors
-
-
-@dataclasses.dataclass(frozen=True)
-class TaskConfig(Config):
-    """One task: a named head, its loss and its loss-weight schedule. Fine-tuning tasks read the records'
-    ``<name>_labels`` / ``<name>_weights`` / ``<name>_index`` features; LM tasks read Google's features."""
-
-    name: str = option("", "head name; for sentence/token tasks also the records' feature prefix")
-    kind: TaskKind = option("sentence", "masked_lm, causal_lm, next_sentence, sentence or token")
-    num_classes: int = option(0, "sentence/token classes (0: the number of labels in <name>_labels.txt)")
-    dropout: float = option(0.1, "dropout before the classifier")
-    weight: ScheduleConfig = option(ScheduleConfig(), "loss-weight schedule over the global step")
-    extraction_index: Literal["first", "last"] = option("first", "sentence tasks at serving: the position the head reads (as the records)")
-
-    def check(self) -> list[str]:
-        errors = []
-        if not self.name or not self.name.replace("_", "").isalnum():
-            errors.append(f"name: must be a non-empty identifier, got {self.name!r}")
-        if self.num_classes < 0:
-            errors.append(f"num_classes: must be >= 0, got {self.num_classes}")
-        if not 0.0 <= self.dropout < 1.0:
-            errors.append(f"dropout: must be in [0, 1), got {self.dropout}")
-        return errors
 
 
 PRETRAINING_TASKS = (TaskConfig(name="masked_lm", kind="masked_lm"), TaskConfig(name="next_sentence", kind="next_sentence"))
@@ -187,8 +143,10 @@ class TrainConfig(Config):
         names = [t.name for t in self.tasks]
         if len(set(names)) != len(names):
             errors.append(f"tasks: duplicate names in {names}")
-        for kind in LM_KINDS:
-            if sum(t.kind == kind for t in self.tasks) > 1:
+        from trainer.tasks import REGISTRY  # noqa: PLC0415 - the task classes say which kinds are unique
+
+        for kind, cls in REGISTRY.items():
+            if cls.at_most_one and sum(t.kind == kind for t in self.tasks) > 1:
                 errors.append(f"tasks: at most one {kind} task")
         if self.checkpoint_every < 1 or self.log_every < 1:
             errors.append("checkpoint_every/log_every: must be >= 1")

@@ -23,14 +23,13 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from trainer import features, fileio
-from trainer.training.config import DataConfig, TaskConfig
+from trainer.features import DataError, PADDING_MASK, SEGMENT_IDS, TOKEN_IDS
+from trainer.tasks import DynamicMasking, Task
+from trainer.training.config import DataConfig
 
 AUTOTUNE = tf.data.AUTOTUNE
-TOKEN_IDS, PADDING_MASK, SEGMENT_IDS, MASKED_POSITIONS = "token_ids", "padding_mask", "segment_ids", "masked_positions"
-
-
-class DataError(ValueError):
-    """Input records that cannot train this model; the message names the file and feature."""
+__all__ = ["DataError", "DynamicMasking", "Layout", "Source", "check_sources", "inspect_source", "make_dataset",
+           "model_inputs", "synthetic_dataset", "verify_shards"]
 
 
 @dataclasses.dataclass
@@ -38,7 +37,7 @@ class Source:
     spec: str                 # as configured
     files: list[str]
     compression: str          # "" or "GZIP"
-    kind: str                 # pretraining | causal | finetuning
+    kind: str                 # features.PRETRAINING_RECORDS | CAUSAL_RECORDS | FINETUNING_RECORDS
     feature_lengths: dict[str, int]
     manifest: dict | None
     folder: str
@@ -46,7 +45,7 @@ class Source:
     @property
     def seq_length(self) -> int:
         n = self.feature_lengths[features.INPUT_IDS]
-        return n - 1 if self.kind == "causal" else n
+        return n - 1 if self.kind == features.CAUSAL_RECORDS else n
 
     @property
     def predictions(self) -> int:
@@ -54,22 +53,12 @@ class Source:
 
 
 @dataclasses.dataclass(frozen=True)
-class DynamicMasking:
-    """Masked-LM targets made on the fly (tensorflow-text) for records that carry token ids but no MLM features."""
-
-    vocab_size: int
-    mask_id: int
-    unselectable_ids: tuple[int, ...]
-    rate: float = 0.15
-
-
-@dataclasses.dataclass(frozen=True)
 class Layout:
     """Static shapes shared by every source: what one example looks like to the model and the losses."""
 
     seq_length: int
-    predictions: int
-    tasks: tuple[TaskConfig, ...]
+    predictions: int          # masked positions per example (0: none)
+    tasks: tuple[Task, ...]
     masking: DynamicMasking | None = None
 
 
@@ -113,11 +102,11 @@ def _kind(lengths: dict[str, int], where: str) -> str:
     if features.INPUT_IDS not in lengths:
         raise DataError(f"{where}: records have no {features.INPUT_IDS!r} feature (features: {sorted(lengths)})")
     if features.MASKED_LM_IDS in lengths:
-        return "pretraining"
+        return features.PRETRAINING_RECORDS
     if any(k.endswith("_labels") and k != features.NEXT_SENTENCE_LABELS for k in lengths):
-        return "finetuning"
+        return features.FINETUNING_RECORDS
     if set(lengths) == {features.INPUT_IDS, features.INPUT_MASK}:
-        return "causal"
+        return features.CAUSAL_RECORDS
     raise DataError(f"{where}: unknown record schema with features {sorted(lengths)}")
 
 
@@ -167,43 +156,8 @@ def verify_shards(source: Source) -> dict[str, int]:
     return counts
 
 
-def required_features(task: TaskConfig, seq_length: int, predictions: int) -> dict[str, int]:
-    """Feature name -> length a source needs to feed ``task``."""
-    if task.kind == "masked_lm":
-        return {features.MASKED_LM_POSITIONS: predictions, features.MASKED_LM_IDS: predictions,
-                features.MASKED_LM_WEIGHTS: predictions}
-    if task.kind == "next_sentence":
-        return {features.NEXT_SENTENCE_LABELS: 1}
-    if task.kind == "causal_lm":
-        return {features.INPUT_IDS: seq_length + 1, features.INPUT_MASK: seq_length + 1}
-    width = 1 if task.kind == "sentence" else seq_length
-    needed = {features.task_labels(task.name): width, features.task_weights(task.name): width}
-    if task.kind == "sentence":
-        needed[features.task_index(task.name)] = 1
-    return needed
-
-
-def _feeds(source: Source, task: TaskConfig, layout_len: int, predictions: int, masking=None) -> bool:
-    if task.kind == "causal_lm":
-        return source.kind == "causal"
-    if task.kind == "masked_lm" and masking is not None and features.MASKED_LM_IDS not in source.feature_lengths:
-        return source.kind != "causal"
-    needed = required_features(task, layout_len, predictions)
-    present = [name for name in needed if name in source.feature_lengths]
-    if not present:
-        return False
-    for name, length in needed.items():
-        if name not in source.feature_lengths:
-            raise DataError(f"{source.files[0]}: feature {name!r} missing for task {task.name!r} ({task.kind}); "
-                            f"the records have {sorted(source.feature_lengths)}")
-        if source.feature_lengths[name] != length:
-            raise DataError(f"{source.files[0]}: feature {name!r} has length {source.feature_lengths[name]}, "
-                            f"task {task.name!r} ({task.kind}) needs {length}")
-    return True
-
-
 def check_sources(
-    sources: Sequence[Source], tasks: Sequence[TaskConfig], max_positions: int, vocab_size: int,
+    sources: Sequence[Source], tasks: Sequence[Task], max_positions: int | None, vocab_size: int | None,
     encoder_fingerprint: str | None, verify: bool, role: str = "data.train",
     masking: DynamicMasking | None = None, dynamic_predictions: int = 20,
 ) -> Layout:
@@ -213,14 +167,14 @@ def check_sources(
         detail = ", ".join(f"{s.files[0]}: {s.seq_length}" for s in sources)
         raise DataError(f"{role}: sources disagree on the sequence length ({detail})")
     seq_length = lengths.pop()
-    if seq_length > max_positions:
+    if max_positions and seq_length > max_positions:
         raise DataError(f"{sources[0].files[0]}: sequence length {seq_length} exceeds the model's "
                         f"max_positions {max_positions}")
     predictions = {s.predictions for s in sources if s.predictions}
     if len(predictions) > 1:
         raise DataError(f"{role}: sources disagree on masked_lm_positions length {sorted(predictions)}")
     n_predictions = predictions.pop() if predictions else 0
-    if masking is not None and not n_predictions and any(t.kind == "masked_lm" for t in tasks):
+    if masking is not None and not n_predictions:
         n_predictions = dynamic_predictions
     for source in sources:
         for name in (features.INPUT_MASK, features.SEGMENT_IDS):
@@ -231,97 +185,40 @@ def check_sources(
         if encoder_fingerprint and encoder.get("fingerprint") and encoder["fingerprint"] != encoder_fingerprint:
             raise DataError(f"{source.folder}/{features.MANIFEST_FILE}: records were made with encoder "
                             f"{encoder['fingerprint']}, the model's encoder is {encoder_fingerprint}")
-        if encoder.get("vocab_size") and encoder["vocab_size"] > vocab_size:
+        if encoder.get("vocab_size") and vocab_size and encoder["vocab_size"] > vocab_size:
             raise DataError(f"{source.folder}/{features.MANIFEST_FILE}: encoder vocabulary of {encoder['vocab_size']} "
                             f"tokens exceeds the model's vocab_size {vocab_size}")
+    layout = Layout(seq_length, n_predictions, tuple(tasks), masking)
     for task in tasks:
-        if not any(_feeds(s, task, seq_length, n_predictions, masking) for s in sources):
+        if not any([task.feeds(s, layout) for s in sources]):  # a list: every source is checked
             raise DataError(f"{role}: no source has the features of task {task.name!r} ({task.kind}): needs "
-                            f"{sorted(required_features(task, seq_length, n_predictions))}; sources: "
+                            f"{sorted(task.record_features(layout))}; sources: "
                             + "; ".join(f"{s.spec} ({s.kind})" for s in sources))
     if verify:
         for source in sources:
             verify_shards(source)
-    return Layout(seq_length, n_predictions, tuple(tasks), masking)
+    return layout
 
 
 # --- parsing into the layout ---------------------------------------------------------------------------------
 def _parse(serialized, source: Source, layout: Layout):
-    """One serialized record of ``source`` -> the layout's example (int32, static shapes)."""
-    n, p = layout.seq_length, layout.predictions
+    """One serialized record of ``source`` -> the layout's example (int32, static shapes): the inputs, then
+    each task's targets (zeros with weight 0 where the source lacks them)."""
+    n = layout.seq_length
     lengths = source.feature_lengths
-    spec = {}
-    for name in (features.INPUT_IDS, features.INPUT_MASK, features.SEGMENT_IDS, features.MASKED_LM_POSITIONS,
-                 features.MASKED_LM_IDS, features.NEXT_SENTENCE_LABELS):
-        if name in lengths:
-            spec[name] = tf.io.FixedLenFeature([lengths[name]], tf.int64)
-    if features.MASKED_LM_WEIGHTS in lengths:
-        spec[features.MASKED_LM_WEIGHTS] = tf.io.FixedLenFeature([lengths[features.MASKED_LM_WEIGHTS]], tf.float32)
+    wanted = {name: "int64" for name in (features.INPUT_IDS, features.INPUT_MASK, features.SEGMENT_IDS)}
     for task in layout.tasks:
-        if task.kind in ("sentence", "token") and features.task_labels(task.name) in lengths:
-            for name, dtype in ((features.task_labels(task.name), tf.int64), (features.task_weights(task.name), tf.float32),
-                                (features.task_index(task.name), tf.int64)):
-                if name in lengths:
-                    spec[name] = tf.io.FixedLenFeature([lengths[name]], dtype)
-    ex = tf.io.parse_single_example(serialized, spec)
-    ex = {k: tf.cast(v, tf.int32) if v.dtype == tf.int64 else v for k, v in ex.items()}
-    ids = ex[features.INPUT_IDS]
-    mask = ex.get(features.INPUT_MASK, tf.ones_like(ids))
-    out = {
-        TOKEN_IDS: ids[:n], PADDING_MASK: mask[:n],
-        SEGMENT_IDS: ex.get(features.SEGMENT_IDS, tf.zeros([n], tf.int32)),
-    }
-    zeros_n, zeros_nf = tf.zeros([n], tf.int32), tf.zeros([n], tf.float32)
-    if p and layout.masking is not None and features.MASKED_LM_IDS not in ex and source.kind != "causal":
-        masked_ids, positions, originals, weights = _mask_dynamically(out[TOKEN_IDS], out[PADDING_MASK], p, layout.masking)
-        out[TOKEN_IDS] = masked_ids
-        ex[features.MASKED_LM_POSITIONS], ex[features.MASKED_LM_IDS], ex[features.MASKED_LM_WEIGHTS] = (
-            positions, originals, weights)
-    if p:
-        out[MASKED_POSITIONS] = ex.get(features.MASKED_LM_POSITIONS, tf.zeros([p], tf.int32))
+        wanted.update({name: task.feature_dtype(name) for name in task.record_features(layout)})
+    spec = {name: tf.io.FixedLenFeature([lengths[name]], dtype) for name, dtype in wanted.items() if name in lengths}
+    record = tf.io.parse_single_example(serialized, spec)
+    record = {k: tf.cast(v, tf.int32) if v.dtype == tf.int64 else v for k, v in record.items()}
+    ids = record[features.INPUT_IDS]
+    mask = record.get(features.INPUT_MASK, tf.ones_like(ids))
+    example = {TOKEN_IDS: ids[:n], PADDING_MASK: mask[:n],
+               SEGMENT_IDS: record.get(features.SEGMENT_IDS, tf.zeros([n], tf.int32))}
     for task in layout.tasks:
-        labels, weights, index = features.task_labels(task.name), features.task_weights(task.name), features.task_index(task.name)
-        if task.kind == "masked_lm":
-            out[labels] = ex.get(features.MASKED_LM_IDS, tf.zeros([p], tf.int32))
-            out[weights] = ex.get(features.MASKED_LM_WEIGHTS, tf.zeros([p], tf.float32))
-        elif task.kind == "next_sentence":
-            present = features.NEXT_SENTENCE_LABELS in ex
-            out[labels] = ex[features.NEXT_SENTENCE_LABELS][0] if present else tf.constant(0, tf.int32)
-            out[weights] = tf.constant(1.0 if present else 0.0)
-        elif task.kind == "causal_lm":
-            causal = source.kind == "causal"
-            out[labels] = ids[1:] if causal else zeros_n
-            out[weights] = tf.cast(mask[1:], tf.float32) if causal else zeros_nf
-        elif task.kind == "sentence":
-            present = labels in ex
-            out[labels] = ex[labels][0] if present else tf.constant(0, tf.int32)
-            out[weights] = ex[weights][0] if present else tf.constant(0.0)
-            out[index] = ex[index][0] if present else tf.constant(0, tf.int32)
-        else:
-            out[labels] = ex[labels] if labels in ex else zeros_n
-            out[weights] = ex[weights] if labels in ex else zeros_nf
-    return out
-
-
-def _mask_dynamically(ids, mask, predictions: int, masking: DynamicMasking):
-    """BERT's 80/10/10 masking of one example with tensorflow-text; -> (ids, positions, original ids, weights)."""
-    import tensorflow_text as tf_text  # noqa: PLC0415
-
-    length = tf.reduce_sum(mask)
-    ragged = tf.RaggedTensor.from_tensor(ids[None, :], lengths=tf.reshape(length, [1]))
-    selector = tf_text.RandomItemSelector(max_selections_per_batch=predictions, selection_rate=masking.rate,
-                                          unselectable_ids=list(masking.unselectable_ids))
-    chooser = tf_text.MaskValuesChooser(masking.vocab_size, masking.mask_id, mask_token_rate=0.8, random_token_rate=0.1)
-    masked, positions, originals = tf_text.mask_language_model(ragged, selector, chooser)
-    n = tf.shape(ids)[0]
-    masked_ids = tf.concat([masked.flat_values, ids[length:]], 0)
-    count = tf.shape(positions.flat_values)[0]
-    pad = predictions - count
-    positions = tf.pad(tf.cast(positions.flat_values, tf.int32), [[0, pad]])
-    originals = tf.pad(tf.cast(originals.flat_values, tf.int32), [[0, pad]])
-    weights = tf.cast(tf.range(predictions) < count, tf.float32)
-    return tf.ensure_shape(tf.reshape(masked_ids, [n]), ids.shape), tf.ensure_shape(positions, [predictions]), \
-        tf.ensure_shape(originals, [predictions]), weights
+        task.parse(record, example, source, layout)
+    return example
 
 
 def _records(source: Source, index: int, seed: int, shuffle_buffer: int, training: bool) -> tf.data.Dataset:
@@ -364,30 +261,31 @@ def make_dataset(
     return examples.batch(batch_size, drop_remainder=training).prefetch(AUTOTUNE)
 
 
-def synthetic_dataset(layout: Layout, vocab_size: int, num_classes: dict[str, int], seed: int, batch_size: int,
-                      skip: int = 0, num_pipelines: int = 1, pipeline_id: int = 0) -> tf.data.Dataset:
+class _Draws:
+    """Stateless random draws for one synthetic example: each call takes the next seed of the example's."""
+
+    def __init__(self, seed, index):
+        self._base, self._count = tf.stack([tf.constant(seed, tf.int64), index]), 0
+
+    def seed(self):
+        self._count += 1
+        return self._base + self._count
+
+    def ints(self, shape, high: int):
+        return tf.random.stateless_uniform(shape, self.seed(), 0, high, tf.int32)
+
+
+def synthetic_dataset(layout: Layout, vocab_size: int, seed: int, batch_size: int, skip: int = 0,
+                      num_pipelines: int = 1, pipeline_id: int = 0) -> tf.data.Dataset:
     """Random examples in the layout (every task present): smoke tests and benchmarks without records."""
-    n, p = layout.seq_length, layout.predictions
+    n = layout.seq_length
 
     def example(i):
-        s = tf.stack([tf.constant(seed, tf.int64), i])
-        rand = lambda shape, hi, k: tf.random.stateless_uniform(shape, s + k, 0, hi, tf.int32)  # noqa: E731
-        out = {TOKEN_IDS: rand([n], vocab_size, 1), PADDING_MASK: tf.ones([n], tf.int32),
+        draws = _Draws(seed, i)
+        out = {TOKEN_IDS: draws.ints([n], vocab_size), PADDING_MASK: tf.ones([n], tf.int32),
                SEGMENT_IDS: tf.concat([tf.zeros([n // 2], tf.int32), tf.ones([n - n // 2], tf.int32)], 0)}
-        if p:
-            out[MASKED_POSITIONS] = tf.sort(tf.random.experimental.stateless_shuffle(tf.range(1, n), s + 2)[:p])
-        for k, task in enumerate(layout.tasks, start=3):
-            labels, weights = features.task_labels(task.name), features.task_weights(task.name)
-            if task.kind == "masked_lm":
-                out[labels], out[weights] = rand([p], vocab_size, k), tf.ones([p])
-            elif task.kind == "causal_lm":
-                out[labels], out[weights] = rand([n], vocab_size, k), tf.ones([n])
-            elif task.kind in ("next_sentence", "sentence"):
-                out[labels], out[weights] = rand([], num_classes.get(task.name, 2), k), tf.constant(1.0)
-                if task.kind == "sentence":
-                    out[features.task_index(task.name)] = tf.constant(0, tf.int32)
-            else:
-                out[labels], out[weights] = rand([n], num_classes[task.name], k), tf.ones([n])
+        for task in layout.tasks:
+            out.update(task.synthetic(draws, layout, vocab_size))
         return out
 
     ids = tf.data.Dataset.counter(skip)
@@ -397,12 +295,9 @@ def synthetic_dataset(layout: Layout, vocab_size: int, num_classes: dict[str, in
 
 
 def model_inputs(batch: dict, layout: Layout) -> dict:
-    """The model's named inputs from a layout batch."""
-    inputs = {"token_ids": batch[TOKEN_IDS], "padding_mask": batch[PADDING_MASK],
-              "segment_ids": batch[SEGMENT_IDS], "attention_mask": None}
-    if any(t.kind == "masked_lm" for t in layout.tasks):
-        inputs["masked_positions"] = batch[MASKED_POSITIONS]
+    """The model's named inputs from a layout batch: the backbone's, then what each task's head reads."""
+    inputs = {TOKEN_IDS: batch[TOKEN_IDS], PADDING_MASK: batch[PADDING_MASK], SEGMENT_IDS: batch[SEGMENT_IDS],
+              features.ATTENTION_MASK: None}
     for task in layout.tasks:
-        if task.kind == "sentence":
-            inputs[f"{task.name}_index"] = batch[features.task_index(task.name)]
+        inputs.update({name: batch[name] for name in task.input_specs()})
     return inputs

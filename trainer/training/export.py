@@ -1,46 +1,39 @@
 """Export: a ``.keras`` model and a SavedModel whose signatures take raw strings.
 
 The SavedModel holds the encoder's in-graph tokenizer (tensorflow-text ops), so a serving system sends text
-and gets each head's answer: ``serving_default(text)`` and ``text_pair(text, text_b)`` return token ids, the
-padding mask, ``pooled_output`` (BERT), and per sentence / next-sentence head ``<head>_probabilities`` and
-``<head>_label`` (the label string when a label vocabulary is known), per token head the same per position.
-LM heads are training heads and are not served.
+and gets each served head's answer: ``serving_default(text)`` and ``text_pair(text, text_b)`` return token
+ids, the padding mask, ``pooled_output`` (BERT), and per classification task ``<task>_probabilities``,
+``<task>_label_id`` and ``<task>_label`` (the label string when a label vocabulary is known); token tasks
+answer per position. LM heads are training heads and are not served.
 """
 
 from __future__ import annotations
-
 
 import keras
 import tensorflow as tf
 import tensorflow_text as tf_text
 
 from trainer import features, fileio
-from trainer.model.builder import build_model, config_from_model, transfer_weights
-from trainer.model.saving import MODEL_FILE, save_model
-from trainer.training import tasks as tasks_lib
+from trainer.model.saving import save_model
+from trainer.tasks.model import build_model, rebuild_backbone, transfer_weights
 from trainer.training.config import TrainConfig
-
-SERVING_DIR = "serving"
-EXPORT_DIR = "export"
 
 
 class ServingModule(tf.Module):
-    """Raw strings -> the model's classifier heads, all in-graph."""
+    """Raw strings -> the model's served heads, all in-graph."""
 
-    def __init__(self, model, tokenizer, special: dict, seq_length: int, tasks, label_names: dict):
+    def __init__(self, model, tokenizer, special: dict, seq_length: int):
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
         self.seq_length = seq_length
         self.start_id, self.end_id = special["start"], special["end"]
-        self.heads = [(t.name, t.kind, t.extraction_index) for t in tasks
-                      if t.kind in ("sentence", "token", "next_sentence")]
-        self.has_mlm = any(t.kind == "masked_lm" for t in tasks)
         self.label_tables = {}
-        for name, names in label_names.items():
-            self.label_tables[name] = tf.lookup.StaticHashTable(
-                tf.lookup.KeyValueTensorInitializer(tf.range(len(names), dtype=tf.int64), tf.constant(names)),
-                default_value="")
+        for task in model.tasks:
+            if task.served and task.label_names:
+                self.label_tables[task.name] = tf.lookup.StaticHashTable(
+                    tf.lookup.KeyValueTensorInitializer(tf.range(len(task.label_names), dtype=tf.int64),
+                                                        tf.constant(task.label_names)), default_value="")
 
     def _encode(self, segments):
         pieces = [tf.cast(self.tokenizer(s), tf.int64) for s in segments]
@@ -52,25 +45,17 @@ class ServingModule(tf.Module):
 
     def _run(self, segments):
         ids, mask, segment_ids = self._encode(segments)
-        batch = tf.shape(ids)[0]
-        inputs = {"token_ids": ids, "padding_mask": mask, "segment_ids": segment_ids, "attention_mask": None}
-        if self.has_mlm:
-            inputs["masked_positions"] = tf.zeros([batch, 1], tf.int32)
-        last = tf.reduce_sum(mask, axis=1) - 1
-        for name, kind, where in self.heads:
-            if kind == "sentence":
-                inputs[f"{name}_index"] = tf.zeros([batch], tf.int32) if where == "first" else last
+        inputs = {features.TOKEN_IDS: ids, features.PADDING_MASK: mask, features.SEGMENT_IDS: segment_ids,
+                  features.ATTENTION_MASK: None}
+        for task in self.model.tasks:
+            inputs.update(task.serving_inputs(ids, mask))
         outputs = self.model(inputs, training=False)
-        result = {"token_ids": ids, "padding_mask": mask}
-        if "pooled_output" in outputs:
-            result["pooled_output"] = tf.cast(outputs["pooled_output"], tf.float32)
-        for name, _, _ in self.heads:
-            probabilities = tf.nn.softmax(tf.cast(outputs[name], tf.float32), axis=-1)
-            label_ids = tf.argmax(probabilities, axis=-1)
-            result[f"{name}_probabilities"] = probabilities
-            result[f"{name}_label_id"] = tf.cast(label_ids, tf.int32)
-            if name in self.label_tables:
-                result[f"{name}_label"] = self.label_tables[name].lookup(label_ids)
+        result = {features.TOKEN_IDS: ids, features.PADDING_MASK: mask}
+        if features.POOLED_OUTPUT in outputs:
+            result[features.POOLED_OUTPUT] = tf.cast(outputs[features.POOLED_OUTPUT], tf.float32)
+        for task in self.model.tasks:
+            if task.served:
+                result.update(task.serving_outputs(outputs[task.name], self.label_tables.get(task.name)))
         return result
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
@@ -94,44 +79,49 @@ def _save_tree(build, final: str) -> None:
     tf.io.gfile.rename(staging, final)
 
 
-def export_model(model, config: TrainConfig, layout, encoder_dir: str | None, label_names: dict,
-                 num_classes: dict) -> dict:
-    """Writes <output_dir>/export/: model.keras, serving/ (SavedModel), encoder/, labels, the training config."""
-    from trainer.text.factory import load_encoder  # noqa: PLC0415
-
-    out = fileio.join(config.output_dir, EXPORT_DIR)
-    fileio.makedirs(out)
-    # Serving copy in float32 (the training policy may be mixed), rebuilt with the same heads and weights and
-    # the full last block (training may have run it at the heads' positions only).
+def serving_copy(model) -> keras.Model:
+    """The trained model in float32 (the training policy may be mixed) with the full last block (training may
+    have run it at the heads' positions only): the same backbone class and tasks, the trained weights."""
     policy = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy("float32")
     try:
-        serving_model = build_model(config_from_model(model), tasks_lib.head_configs(config.tasks, num_classes))
-        _, fresh = transfer_weights(model, serving_model)
-        if fresh:  # pragma: no cover - the same builder made both
-            raise RuntimeError(f"export: layers {fresh} of the serving model have no trained weights")
+        copy = build_model(rebuild_backbone(model.backbone), model.tasks)
+        _, fresh = transfer_weights(model, copy)
+        if fresh:  # pragma: no cover - the same backbone class and tasks made both
+            raise RuntimeError(f"export: weights {fresh} of the serving model have no trained values")
     finally:
         keras.mixed_precision.set_global_policy(policy)
-    save_model(serving_model, fileio.join(out, MODEL_FILE))
-    config.save(fileio.join(out, "training_config.yaml"))
-    for task, names in label_names.items():
-        fileio.atomic_write_text(fileio.join(out, task + features.LABELS_FILE_SUFFIX), "\n".join(names) + "\n")
-    result = {"dir": out, "model": fileio.join(out, MODEL_FILE)}
+    return copy
+
+
+def export_model(model, config: TrainConfig, layout, encoder_dir: str | None) -> dict:
+    """Writes <output_dir>/export/: model.keras, serving/ (SavedModel), encoder/, labels, the training config."""
+    from trainer.text.factory import load_encoder  # noqa: PLC0415
+
+    out = fileio.join(config.output_dir, features.EXPORT_DIR)
+    fileio.makedirs(out)
+    serving_model = serving_copy(model)
+    save_model(serving_model, fileio.join(out, features.MODEL_FILE))
+    config.save(fileio.join(out, features.TRAINING_CONFIG_FILE))
+    for task in model.tasks:
+        if task.has_label_names and task.label_names:
+            fileio.atomic_write_text(fileio.join(out, task.name + features.LABELS_FILE_SUFFIX),
+                                     "\n".join(task.label_names) + "\n")
+    result = {"dir": out, "model": fileio.join(out, features.MODEL_FILE)}
     if encoder_dir is None:
         result["serving"] = None
         result["note"] = "no encoder assets (encoder_dir / init_from/encoder): no raw-string SavedModel"
         return result
     encoder = load_encoder(encoder_dir)
-    if fileio.join(out, "encoder") != encoder_dir.rstrip("/"):
-        encoder.save(fileio.join(out, "encoder"))
+    if fileio.join(out, features.ENCODER_DIR) != encoder_dir.rstrip("/"):
+        encoder.save(fileio.join(out, features.ENCODER_DIR))
     special = {"start": encoder.special.id("start"), "end": encoder.special.id("end")}
     seq_length = config.max_seq_length or layout.seq_length
-    module = ServingModule(serving_model, encoder.tf_tokenizer(), special, seq_length, config.tasks, label_names)
+    module = ServingModule(serving_model, encoder.tf_tokenizer(), special, seq_length)
     signatures = {"serving_default": module.serve.get_concrete_function(),
                   "text_pair": module.serve_pair.get_concrete_function()}
-    _save_tree(lambda path: tf.saved_model.save(module, path, signatures=signatures), fileio.join(out, SERVING_DIR))
-    result["serving"] = fileio.join(out, SERVING_DIR)
+    serving = fileio.join(out, features.SERVING_DIR)
+    _save_tree(lambda path: tf.saved_model.save(module, path, signatures=signatures), serving)
+    result["serving"] = serving
     result["max_seq_length"] = seq_length
     return result
-
-

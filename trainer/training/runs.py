@@ -6,21 +6,20 @@ import json
 
 import tensorflow as tf
 
-from trainer import fileio
+from trainer import features, fileio
 from trainer.config import load_mapping
 from trainer.training import data as data_lib
-from trainer.training.config import EvaluateConfig, TrainConfig
-from trainer.training.loop import (
-    CHECKPOINT_DIR, TRAINING_CONFIG_FILE, TrainingError, encoder_of, build_training_model, load_base_model,
-    prepare_sources, resolve_classes,
-)
+from trainer.training.config import EvaluateConfig, TrainConfig, TrainingError
 from trainer.training.metrics import evaluate
+from trainer.training.prepare import (
+    backbone_for, build_training_model, encoder_of, load_base_model, run_inputs, training_inputs,
+)
 
 
 def _run_config(folder: str) -> TrainConfig:
-    path = fileio.join(folder, TRAINING_CONFIG_FILE)
+    path = fileio.join(folder, features.TRAINING_CONFIG_FILE)
     if not fileio.exists(path):
-        raise TrainingError(f"{folder}: no {TRAINING_CONFIG_FILE} (not a training run or its export)")
+        raise TrainingError(f"{folder}: no {features.TRAINING_CONFIG_FILE} (not a training run or its export)")
     return TrainConfig.from_dict(load_mapping(path), source=path)
 
 
@@ -30,15 +29,12 @@ def evaluate_run(config: EvaluateConfig) -> dict:
     run = _run_config(config.model_dir)
     specs = config.data or run.data.eval
     if not specs:
-        raise TrainingError(f"data: none given and {config.model_dir}/{TRAINING_CONFIG_FILE} has no data.eval")
+        raise TrainingError(f"data: none given and {config.model_dir}/{features.TRAINING_CONFIG_FILE} has no data.eval")
     model = load_base_model(config.model_dir)
-    from trainer.model.builder import config_from_model  # noqa: PLC0415
-
-    encoder_dir, fingerprint = encoder_of(_encoder_dir(config.model_dir))
-    sources, layout = prepare_sources(run, specs, config_from_model(model), fingerprint, "data", encoder_dir)
-    num_classes, names = resolve_classes(run, [config.model_dir] + [s.folder for s in sources])
-    dataset = data_lib.make_dataset(sources, layout, run.data, config.batch_size, training=False)
-    metrics = evaluate(model, dataset, layout, names, num_classes, config.max_batches)
+    encoder = encoder_of(_encoder_dir(config.model_dir))
+    inputs = run_inputs(run, specs, model.backbone, encoder, "data", tasks=model.tasks)
+    dataset = data_lib.make_dataset(inputs.sources, inputs.layout, run.data, config.batch_size, training=False)
+    metrics = evaluate(model, dataset, inputs.layout, config.max_batches)
     metrics["model_dir"] = config.model_dir
     metrics["data"] = list(specs)
     if config.output:
@@ -47,8 +43,8 @@ def evaluate_run(config: EvaluateConfig) -> dict:
 
 
 def _encoder_dir(folder: str) -> str:
-    candidate = fileio.join(folder, "encoder")
-    return candidate if fileio.exists(fileio.join(candidate, "encoder.json")) else ""
+    candidate = fileio.join(folder, features.ENCODER_DIR)
+    return candidate if fileio.exists(fileio.join(candidate, features.ENCODER_FILE)) else ""
 
 
 def export_run(output_dir: str) -> dict:
@@ -56,26 +52,16 @@ def export_run(output_dir: str) -> dict:
     from trainer.training.export import export_model  # noqa: PLC0415
 
     run = _run_config(output_dir)
-    checkpoint_dir = fileio.join(output_dir, CHECKPOINT_DIR)
+    checkpoint_dir = fileio.join(output_dir, features.CHECKPOINT_DIR)
     latest = tf.train.latest_checkpoint(checkpoint_dir)
     if not latest:
         raise TrainingError(f"{checkpoint_dir}: no checkpoint to export")
-    encoder_dir, fingerprint = encoder_of(run.encoder_dir, run.init_from)
+    encoder = encoder_of(run.encoder_dir, run.init_from)
     base = load_base_model(run.init_from) if run.init_from else None
-    if run.data.synthetic:
-        folders, layout = [], data_lib.Layout(run.data.synthetic_seq_length, run.data.synthetic_predictions, run.tasks)
-    else:
-        from trainer.model.builder import config_from_model  # noqa: PLC0415
-
-        model_config = config_from_model(base) if base is not None else run.model
-        sources = [data_lib.inspect_source(s) for s in run.data.train]
-        layout = data_lib.check_sources(sources, run.tasks, model_config.max_positions, model_config.vocab_size,
-                                        fingerprint, verify=False)
-        folders = [s.folder for s in sources]
-    num_classes, names = resolve_classes(run, folders)
-    model, _, _ = build_training_model(run, num_classes, base)
+    backbone = backbone_for(run, base)
+    inputs = training_inputs(run, backbone, encoder, verify=False)
+    model, _ = build_training_model(run, inputs.tasks, backbone, base)
     tf.train.Checkpoint(model=model).restore(latest).expect_partial()
-    result = export_model(model, run, layout, encoder_dir, names, num_classes)
+    result = export_model(model, run, inputs.layout, encoder.folder)
     result["checkpoint"] = latest
     return result
-

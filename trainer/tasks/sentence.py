@@ -1,0 +1,94 @@
+"""Sentence classification with an extraction index (the seed's sentence-level task): the head reads the
+encoder's vector at one position per example (``<name>_index``: 0 = [CLS] for BERT, the last token for GPT),
+through a pooler (dense + tanh) when the backbone has one, then dropout and a linear classifier.
+
+The head's pooler is its own layer (``<name>_pooler``) initialised from the backbone's pooler: identical to
+BERT's pooled output at [CLS], and free to adapt to the task without moving the backbone's pooler.
+"""
+
+from __future__ import annotations
+
+from trainer import features
+from trainer.tasks.base import ClassificationTask, HeadContext
+
+
+class SentenceClassification(ClassificationTask):
+    kind = "sentence"
+    reads_positions = True
+    has_label_names = True
+    input_formats = ("tsv", "csv", "jsonl")  # labelled text: text, optional text_b, label
+
+    def pack(self, start: int, end: int, a: list[int], b: list[int] | None, label: int,
+             max_seq_length: int) -> tuple[dict, bool]:
+        """``[start] a [end] (b [end])`` with segment ids 0 / 1, the longer segment trimmed first to fit
+        ``max_seq_length``, and the extraction index (``first``: 0, ``last``: the final [end]);
+        -> (record row, whether it was truncated)."""
+        pair = b is not None
+        a, b = list(a), list(b or [])
+        budget = max_seq_length - (3 if pair else 2)
+        truncated = len(a) + len(b) > budget
+        while len(a) + len(b) > budget:
+            (a if len(a) >= len(b) else b).pop()
+        ids = [start, *a, end] + ([*b, end] if pair else [])
+        segments = [0] * (len(a) + 2) + ([1] * (len(b) + 1) if pair else [])
+        index = 0 if self.config.extraction_index == "first" else len(ids) - 1
+        return {features.INPUT_IDS: ids, features.SEGMENT_IDS: segments, self.labels_key(): [label],
+                self.weights_key(): [1.0], self.index_key(): [index]}, truncated
+
+    def index_key(self) -> str:
+        return features.task_index(self.name)
+
+    def record_features(self, layout) -> dict[str, int]:
+        return {self.labels_key(): 1, self.weights_key(): 1, self.index_key(): 1}
+
+    def parse(self, record, example, source, layout) -> None:
+        import tensorflow as tf  # noqa: PLC0415
+
+        present = self.labels_key() in record
+        example[self.labels_key()] = record[self.labels_key()][0] if present else tf.constant(0, tf.int32)
+        example[self.weights_key()] = record[self.weights_key()][0] if present else tf.constant(0.0)
+        example[self.index_key()] = record[self.index_key()][0] if present else tf.constant(0, tf.int32)
+
+    def synthetic(self, draws, layout, vocab_size: int) -> dict:
+        import tensorflow as tf  # noqa: PLC0415
+
+        return {self.labels_key(): draws.ints([], self.num_classes), self.weights_key(): tf.constant(1.0),
+                self.index_key(): tf.constant(0, tf.int32)}
+
+    def input_specs(self):
+        return {self.index_key(): ((), "int32")}
+
+    def read_positions(self, inputs):
+        from trainer.model.layers import IndexAsPositions  # noqa: PLC0415
+
+        return IndexAsPositions(name=f"{self.name}_position")(inputs[self.index_key()])
+
+    def head(self, context: HeadContext, inputs):
+        import keras  # noqa: PLC0415
+
+        from trainer.model.layers import Dropout, FirstRow, initializer  # noqa: PLC0415
+
+        backbone, name = context.backbone, self.name
+        init = initializer(getattr(backbone, "initializer_range", 0.02))
+        h = FirstRow(name=f"{name}_extract")(context.rows(self))
+        pooler = getattr(backbone, "pooler", None)
+        if pooler is not None:
+            own = keras.layers.Dense(int(h.shape[-1]), activation="tanh", kernel_initializer=init, name=f"{name}_pooler")
+            own.build(h.shape)
+            own.set_weights(pooler.get_weights())
+            h = own(h)
+        h = Dropout(self.config.dropout, name=f"{name}_dropout")(h)
+        return keras.layers.Dense(self.num_classes, kernel_initializer=init, name=name)(h)
+
+    def metrics(self, predictions, gold, weight, ce) -> dict:
+        out = super().metrics(predictions, gold, weight, ce)
+        return {**out, **self.classifier_metrics(predictions, gold, weight)} if out.get("weight") else out
+
+    def serving_inputs(self, token_ids, padding_mask) -> dict:
+        import tensorflow as tf  # noqa: PLC0415
+
+        if self.config.extraction_index == "first":
+            index = tf.zeros([tf.shape(token_ids)[0]], tf.int32)
+        else:
+            index = tf.reduce_sum(tf.cast(padding_mask, tf.int32), axis=1) - 1
+        return {self.index_key(): index}

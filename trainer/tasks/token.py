@@ -1,0 +1,73 @@
+"""Token classification (the seed's token-level task, e.g. POS or NER tags): a label per word, read on its
+first sub-word; dropout and a linear classifier at every position. BIO tags are scored by CoNLL span F1."""
+
+from __future__ import annotations
+
+from trainer import features
+from trainer.tasks.base import ClassificationTask, HeadContext
+from trainer.tasks.metrics import is_bio, macro_f1, span_f1
+
+
+class TokenClassification(ClassificationTask):
+    kind = "token"
+    has_label_names = True
+    input_formats = ("conll",)  # a word and its tag per line
+
+    def pack(self, start: int, end: int, word_pieces: list[list[int]], labels: list[int],
+             max_seq_length: int) -> tuple[dict, bool]:
+        """``[start] pieces... [end]``: each word's label on its first sub-word (weight 1), 0 elsewhere; words
+        with no pieces are skipped and words that do not fit are dropped; -> (record row, whether truncated)."""
+        ids, row_labels, weights = [start], [0], [0.0]
+        truncated = False
+        for label, pieces in zip(labels, word_pieces):
+            if not pieces:
+                continue
+            if len(ids) + len(pieces) > max_seq_length - 1:
+                truncated = True
+                break
+            ids.extend(pieces)
+            row_labels.extend([label] + [0] * (len(pieces) - 1))
+            weights.extend([1.0] + [0.0] * (len(pieces) - 1))
+        ids.append(end)
+        return {features.INPUT_IDS: ids, features.SEGMENT_IDS: [0] * len(ids), self.labels_key(): row_labels + [0],
+                self.weights_key(): weights + [0.0]}, truncated
+
+    def record_features(self, layout) -> dict[str, int]:
+        return {self.labels_key(): layout.seq_length, self.weights_key(): layout.seq_length}
+
+    def parse(self, record, example, source, layout) -> None:
+        import tensorflow as tf  # noqa: PLC0415
+
+        n = layout.seq_length
+        present = self.labels_key() in record
+        example[self.labels_key()] = record[self.labels_key()] if present else tf.zeros([n], tf.int32)
+        example[self.weights_key()] = record[self.weights_key()] if present else tf.zeros([n], tf.float32)
+
+    def synthetic(self, draws, layout, vocab_size: int) -> dict:
+        import tensorflow as tf  # noqa: PLC0415
+
+        n = layout.seq_length
+        return {self.labels_key(): draws.ints([n], self.num_classes), self.weights_key(): tf.ones([n])}
+
+    def head(self, context: HeadContext, inputs):
+        import keras  # noqa: PLC0415
+
+        from trainer.model.layers import Dropout, initializer  # noqa: PLC0415
+
+        init = initializer(getattr(context.backbone, "initializer_range", 0.02))
+        h = Dropout(self.config.dropout, name=f"{self.name}_dropout")(context.sequence_output(self))
+        return keras.layers.Dense(self.num_classes, kernel_initializer=init, name=self.name)(h)
+
+    def metrics(self, predictions, gold, weight, ce) -> dict:
+        out = super().metrics(predictions, gold, weight, ce)
+        if not out.get("weight"):
+            return out
+        keep = weight > 0
+        names = self.label_names
+        if is_bio(names):
+            gold_tags = [[names[t] for t, k in zip(g, m) if k] for g, m in zip(gold, keep)]
+            pred_tags = [[names[t] if t < len(names) else "O" for t, k in zip(p, m) if k] for p, m in zip(predictions, keep)]
+            out.update(span_f1(gold_tags, pred_tags))
+        else:
+            out["macro_f1"] = macro_f1(gold[keep], predictions[keep], self.num_classes)
+        return out
