@@ -147,7 +147,7 @@ def test_bad_input_becomes_dead_letters(vocab, tmp_path):
     broken.write_bytes(b"this is not a gzip stream" * 4)
     manifest = run(config([str(corpus), str(broken)], tmp_path / "out", vocab, max_line_bytes=1000))
     counts = manifest["counts"]
-    assert counts["invalid_utf8_lines"] == 1 and counts["lines_too_long"] == 1 and counts["unreadable_files"] == 1
+    assert counts["invalid_utf8_lines"] == 1 and counts["lines_too_long"] == 1 and counts["corrupt_files"] == 1
     assert counts["lines_without_tokens"] == 1  # the line of control characters
     letters = [json.loads(line) for line in open(tmp_path / "out" / "dead_letters.jsonl")]
     assert {letter["file"] for letter in letters} == {str(corpus), str(broken)}

@@ -3,18 +3,25 @@ document belongs to the range that holds its first byte, so a document never str
 every document is read exactly once, whatever the number of ranges or workers.
 
 Formats: ``text`` (Google's: one sentence per line, a blank line between documents) and ``jsonl`` (one document
-per line, a ``text`` field, split into sentences by :func:`split_sentences`). Compressed files (gzip, bz2...)
-cannot be sought and are read whole. Problems never stop the pipeline: they become dead letters
-(file, line number, byte offset of the line, reason) and counters. Line numbers are counted lazily, only for
-files that have dead letters, by one forward pass over the file up to the last letter.
+per line, a ``text`` field, split into sentences by :func:`split_sentences`). Compressed files (gzip, bz2, xz)
+cannot be sought and are one range, streamed: memory is bounded by the read chunk and ``max_line_bytes``,
+whatever the file's size; a truncated or corrupt stream is noticed (Python's decompressors check the end
+marker and checksums) and dead-lettered by name. A file whose head holds NUL bytes or a high share of
+invalid UTF-8 is not text and is dead-lettered whole. Problems never stop the pipeline: they become dead
+letters (file, line number, byte offset of the line, reason) and counters. Line numbers are counted lazily,
+only for files that have dead letters, by one forward pass over the file up to the last letter.
 """
 
 from __future__ import annotations
 
+import bz2
 import dataclasses
+import gzip
 import hashlib
 import json
+import lzma
 import re
+import zlib
 from collections.abc import Iterator
 
 import apache_beam as beam
@@ -25,6 +32,75 @@ from apache_beam.metrics import Metrics
 from trainer.text.base import decode_utf8
 
 NAMESPACE = "bertkeras"
+READ_CHUNK = 256 << 10
+SNIFF_BYTES = 64 << 10
+# Dead-letter reasons that name a whole file.
+UNREADABLE_FILE = "unreadable file"
+CORRUPT_FILE = "truncated or corrupt compressed file"
+NOT_TEXT = "not a text file"
+# Compressions read with Python's own decompressors, which raise on a truncated or corrupt stream (Beam's
+# readers return what they could decompress and stop quietly).
+_DECOMPRESSORS = {
+    CompressionTypes.GZIP: lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
+    CompressionTypes.BZIP2: lambda raw: bz2.BZ2File(raw, mode="rb"),
+    CompressionTypes.LZMA: lambda raw: lzma.LZMAFile(raw, mode="rb"),
+}
+
+
+def open_input(path: str):
+    """A binary file object over the (decompressed) contents of a local or remote file. Gzip, bz2 and xz use
+    Python's decompressors so that a truncated file raises (EOFError) instead of ending early."""
+    compression = CompressionTypes.detect_compression_type(path)
+    if compression in _DECOMPRESSORS:
+        raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+        return _DECOMPRESSORS[compression](raw)
+    return FileSystems.open(path, compression_type=CompressionTypes.AUTO)
+
+
+def is_compressed(path: str) -> bool:
+    return CompressionTypes.detect_compression_type(path) != CompressionTypes.UNCOMPRESSED
+
+
+def not_text_reason(head: bytes, max_invalid_share: float) -> str | None:
+    """Why the first bytes of a file say it is not UTF-8 text, or None when it reads as text: more than
+    ``max_invalid_share`` of its bytes are NULs or start invalid UTF-8 sequences (a binary file, UTF-16; a
+    Latin-1 text has a few, each repaired and counted line by line)."""
+    if not head:
+        return None
+    nul = head.count(b"\0")
+    invalid = head.decode("utf-8", "replace").count("\ufffd") - head.count("\ufffd".encode())
+    if nul + invalid > max_invalid_share * len(head):
+        return (f"{NOT_TEXT}: {nul} NUL bytes and {invalid} invalid UTF-8 sequences in its first {len(head)} bytes "
+                f"(over {max_invalid_share:.0%}; max_invalid_share)")
+    return None
+
+
+def read_head(path: str) -> bytes:
+    with open_input(path) as handle:
+        return handle.read(SNIFF_BYTES)
+
+
+def bounded_lines(handle, limit: int, chunk: int = READ_CHUNK) -> Iterator[tuple[bytes, int]]:
+    """(line without its newline, the line's full length in bytes) for each line from the handle's position.
+    A line longer than ``limit`` is cut to ``limit + 1`` bytes (enough to know it is too long), so memory stays
+    bounded by ``chunk + limit`` whatever the file holds."""
+    pending: list[bytes] = []
+    pending_length = 0
+    read = getattr(handle, "read1", handle.read)  # decompressors: what one input read gives, so a truncated
+    while data := read(chunk):                    # stream loses only its last piece
+        lines = data.split(b"\n")
+        for line in lines[:-1]:
+            if pending:
+                yield b"".join(pending)[: limit + 1] + (b"" if pending_length > limit else line[: limit + 1 - pending_length]), pending_length + len(line)
+                pending, pending_length = [], 0
+            else:
+                yield line[: limit + 1], len(line)
+        tail = lines[-1]
+        if pending_length <= limit:
+            pending.append(tail[: limit + 1 - pending_length])
+        pending_length += len(tail)
+    if pending_length:
+        yield b"".join(pending), pending_length
 # A sentence ends at ".", "!" or "?" (optionally followed by closing quotes/brackets) and whitespace.
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+")
 
@@ -100,9 +176,9 @@ class LineNumberCache:
 
 
 def document_key(path: str, offset: int) -> str:
-    """File name (not folder: the same corpus copied elsewhere keeps its keys) and byte offset, hashed."""
-    name = path.rstrip("/").rsplit("/", 1)[-1]
-    return hashlib.sha1(f"{name}\0{offset}".encode()).hexdigest()
+    """The file's full path and the document's byte offset, hashed: two files of the same name in different
+    folders are different documents with their own random choices."""
+    return hashlib.sha1(f"{path}\0{offset}".encode()).hexdigest()
 
 
 class SplitIntoRanges(beam.DoFn):
@@ -113,25 +189,11 @@ class SplitIntoRanges(beam.DoFn):
 
     def process(self, metadata) -> Iterator[FileRange]:
         path, size = metadata.path, metadata.size_in_bytes
-        if CompressionTypes.detect_compression_type(path) != CompressionTypes.UNCOMPRESSED or size <= self.range_bytes:
+        if is_compressed(path) or size <= self.range_bytes:
             yield FileRange(path, 0, -1)
             return
         for start in range(0, size, self.range_bytes):
             yield FileRange(path, start, min(start + self.range_bytes, size))
-
-
-class _LineReader:
-    """Lines of one range, with their byte offsets; handles seeking and range ownership."""
-
-    def __init__(self, handle, start: int):
-        self.handle = handle
-        self.position = start
-
-    def lines(self) -> Iterator[tuple[int, bytes]]:
-        for raw in iter(self.handle.readline, b""):
-            offset = self.position
-            self.position += len(raw)
-            yield offset, raw
 
 
 def _previous_line_is_blank(handle, line_start: int) -> bool:
@@ -149,9 +211,11 @@ class ReadDocuments(beam.DoFn):
 
     DEAD = "dead_letters"
 
-    def __init__(self, input_format: str, max_line_bytes: int, count: bool = True, batch_size: int = 256):
+    def __init__(self, input_format: str, max_line_bytes: int, count: bool = True, batch_size: int = 256,
+                 max_invalid_share: float = 0.05):
         self.input_format = input_format
         self.max_line_bytes = max_line_bytes
+        self.max_invalid_share = max_invalid_share
         self.count = count  # the second read (the negative pool) must not count documents twice
         self.batch_size = batch_size
         prefix = "" if count else "pool_"
@@ -161,6 +225,8 @@ class ReadDocuments(beam.DoFn):
         self.invalid_utf8 = Metrics.counter(NAMESPACE, prefix + "invalid_utf8_lines")
         self.too_long = Metrics.counter(NAMESPACE, prefix + "lines_too_long")
         self.unreadable = Metrics.counter(NAMESPACE, prefix + "unreadable_files")
+        self.corrupt = Metrics.counter(NAMESPACE, prefix + "corrupt_files")
+        self.not_text = Metrics.counter(NAMESPACE, prefix + "not_text_files")
 
     def setup(self):
         self.line_of = LineNumberCache()
@@ -179,32 +245,54 @@ class ReadDocuments(beam.DoFn):
             yield batch
 
     def _documents(self, file_range: FileRange):
+        path, start = file_range.path, file_range.start
         try:
-            handle = FileSystems.open(file_range.path, compression_type=CompressionTypes.AUTO)
+            handle = open_input(path)
         except Exception as err:  # noqa: BLE001 - any failure to open is reported, not fatal
             self.unreadable.inc()
             self.dead.inc()
-            yield beam.pvalue.TaggedOutput(self.DEAD, dead_letter(file_range.path, file_range.start, f"unreadable file: {err}"))
+            yield beam.pvalue.TaggedOutput(self.DEAD, dead_letter(path, start, f"{UNREADABLE_FILE}: {err}"))
             return
+        emitted = 0
         try:
             with handle:
-                yield from self._read(handle, file_range)
-        except Exception as err:  # noqa: BLE001 - e.g. a corrupt gzip stream
-            self.unreadable.inc()
+                reason = not_text_reason(read_head(path), self.max_invalid_share)
+                if reason:  # every range of the file skips it; the first range reports it
+                    if start == 0:
+                        self.not_text.inc()
+                        self.dead.inc()
+                        yield beam.pvalue.TaggedOutput(self.DEAD, dead_letter(path, 0, reason))
+                    return
+                for item in self._read(handle, file_range):
+                    emitted += isinstance(item, Document)
+                    yield item
+        except Exception as err:  # noqa: BLE001 - e.g. a truncated gzip stream: reported by name, not fatal
+            corrupt = is_compressed(path) and isinstance(err, (EOFError, OSError, zlib.error, lzma.LZMAError))
+            (self.corrupt if corrupt else self.unreadable).inc()
             self.dead.inc()
-            yield beam.pvalue.TaggedOutput(self.DEAD, dead_letter(file_range.path, file_range.start, f"unreadable file: {err}"))
+            kept = f"; the {emitted} documents before the damage were kept" if emitted else ""
+            reason = CORRUPT_FILE if corrupt else UNREADABLE_FILE
+            yield beam.pvalue.TaggedOutput(self.DEAD, dead_letter(path, start, f"{reason}: {err}{kept}"))
 
     def _align(self, handle, start: int) -> int:
-        """Moves to the first line start >= ``start``; returns its offset."""
+        """Moves to the first line start >= ``start``; returns its offset (reading in chunks: a line may be
+        as long as the file)."""
         if start == 0:
             return 0
-        handle.seek(start - 1)
-        skipped = handle.readline()
-        return start - 1 + len(skipped)
+        position = start - 1
+        handle.seek(position)
+        while chunk := handle.read(READ_CHUNK):
+            newline = chunk.find(b"\n")
+            if newline >= 0:
+                position += newline + 1
+                break
+            position += len(chunk)
+        handle.seek(position)
+        return position
 
-    def _decode(self, path: str, offset: int, raw: bytes):
-        """-> (text or None, dead letter or None)."""
-        if len(raw) > self.max_line_bytes:
+    def _decode(self, path: str, offset: int, raw: bytes, length: int):
+        """-> (text or None, dead letter or None); ``length`` is the line's full length (``raw`` may be cut)."""
+        if length > self.max_line_bytes:
             self.too_long.inc()
             return None, dead_letter(
                 path, offset, f"line longer than {self.max_line_bytes} bytes", raw[:200].decode("utf-8", "replace"),
@@ -218,21 +306,18 @@ class ReadDocuments(beam.DoFn):
             )
         return text, None
 
-    def _range_lines(self, handle, start: int, end: int) -> list[bytes]:
-        """The lines that start in [start, end) (all lines when end is -1) read as one block, then the lines
-        after ``end`` that finish the document in progress (up to a blank line)."""
-        block = handle.read() if end == -1 else handle.read(max(0, end - start))
-        if end != -1 and block and not block.endswith(b"\n"):
-            block += handle.readline()  # the line that straddles ``end``
-        lines = block.split(b"\n")
-        if lines[-1] == b"":
-            lines.pop()  # the split after the final newline
-        if end != -1 and lines and lines[-1].strip():
-            for raw in iter(handle.readline, b""):
-                if not raw.strip():
-                    break
-                lines.append(raw.rstrip(b"\n"))
-        return lines
+    def _owned_lines(self, handle, start: int, end: int) -> Iterator[tuple[int, bytes, int]]:
+        """(offset, line, full length) of the lines that start in [start, end) (all lines when end is -1), then
+        of the lines after ``end`` that finish the document in progress (up to a blank line)."""
+        offset = start
+        previous_blank = True
+        for raw, length in bounded_lines(handle, self.max_line_bytes):
+            blank = not raw.strip()
+            if end != -1 and offset >= end and (self.input_format == "jsonl" or previous_blank or blank):
+                return
+            yield offset, raw, length
+            offset += length + 1
+            previous_blank = blank
 
     def _read(self, handle, file_range: FileRange):
         path, end = file_range.path, file_range.end
@@ -248,10 +333,8 @@ class ReadDocuments(beam.DoFn):
         lines: list[str] = []
         offsets: list[int] = []
         first = -1  # offset of the document's first line
-        offset = start
         max_bytes = self.max_line_bytes
-        for raw in self._range_lines(handle, start, end):
-            line_offset, offset = offset, offset + len(raw) + 1
+        for line_offset, raw, length in self._owned_lines(handle, start, end):
             if not raw.strip():
                 at_document_start = True
                 if lines:
@@ -264,13 +347,13 @@ class ReadDocuments(beam.DoFn):
             if first < 0:
                 first = line_offset
             text = None
-            if len(raw) <= max_bytes:
+            if length <= max_bytes:
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError:
                     pass
             if text is None:  # too long or invalid UTF-8: a dead letter, and the repaired text if there is one
-                text, letter = self._decode(path, line_offset, raw)
+                text, letter = self._decode(path, line_offset, raw, length)
                 self.dead.inc()
                 yield beam.pvalue.TaggedOutput(self.DEAD, letter)
             text = text.strip() if text is not None else ""
@@ -281,12 +364,10 @@ class ReadDocuments(beam.DoFn):
             yield from self._emit(path, first, lines, offsets)
 
     def _read_jsonl(self, handle, path: str, start: int, end: int):
-        for offset, raw in _LineReader(handle, start).lines():
-            if end != -1 and offset >= end:
-                return
+        for offset, raw, length in self._owned_lines(handle, start, end):
             if not raw.strip():
                 continue
-            text, letter = self._decode(path, offset, raw)
+            text, letter = self._decode(path, offset, raw, length)
             if text is None:
                 self.dead.inc()
                 yield beam.pvalue.TaggedOutput(self.DEAD, letter)

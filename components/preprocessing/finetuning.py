@@ -26,18 +26,31 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from components.preprocessing.beam_options import pipeline_options
-from components.preprocessing.corpus import NAMESPACE, FileRange, LineNumberCache, ReadDocuments, dead_letter
+from components.preprocessing.corpus import (
+    NAMESPACE,
+    SNIFF_BYTES,
+    UNREADABLE_FILE,
+    FileRange,
+    LineNumberCache,
+    ReadDocuments,
+    dead_letter,
+    not_text_reason,
+    open_input,
+)
 from components.preprocessing.examples import WriteRecordBatches, length_mask, serialize_examples
 from components.preprocessing.pretraining import (
+    DEAD_LETTERS_FILE,
     PreprocessError,
     _counters,
-    _shard_counts,
     expand_inputs,
+    shard_counts,
 )
+from components.preprocessing.publish import WRITTEN_SHARDS_FILE, ReportShards, Staging
 from trainer import features, fileio
 from trainer.config import Config, option
 from trainer.tasks import Task, TaskConfig, make_task
 from trainer.tasks.base import RecordShape
+from trainer.text.base import decode_utf8
 from trainer.text.factory import EncoderConfig, build_encoder, shared_encoder
 
 CONLL = "conll"  # the word-per-line format; every other format holds one labelled text per row
@@ -63,6 +76,7 @@ class FinetuningDataConfig(Config):
     runner: str = option("DirectRunner", "Beam runner")
     num_workers: int = option(1, "DirectRunner worker processes")
     beam_args: tuple[str, ...] = option((), "extra Beam flags")
+    max_invalid_share: float = option(0.05, "a file whose first 64 KiB hold NUL bytes or more than this share of invalid UTF-8 sequences is not text: dead-lettered whole")
 
     def task_object(self) -> Task:
         """The task these records feed: it packs each example and names the record features."""
@@ -81,6 +95,8 @@ class FinetuningDataConfig(Config):
             errors.append(f"input_format: {self.level}-level tasks read {' or '.join(formats)}, got {self.input_format}")
         if self.max_seq_length < 4:
             errors.append(f"max_seq_length: must be >= 4, got {self.max_seq_length}")
+        if not 0.0 <= self.max_invalid_share <= 1.0:
+            errors.append(f"max_invalid_share: must be in [0, 1], got {self.max_invalid_share}")
         return errors
 
 
@@ -92,16 +108,39 @@ class ReadExamples(beam.DoFn):
     def __init__(self, config: FinetuningDataConfig):
         self.config = config
         self.dead = Metrics.counter(NAMESPACE, "dead_letters")
+        self.invalid_utf8 = Metrics.counter(NAMESPACE, "invalid_utf8_lines")
+        self.not_text = Metrics.counter(NAMESPACE, "not_text_files")
+        self.unreadable = Metrics.counter(NAMESPACE, "unreadable_files")
+
+    def _lines(self, path: str, data: bytes):
+        """The file's lines as text; each line with invalid UTF-8 is repaired (U+FFFD), counted and dead-lettered."""
+        lines = []
+        for number, raw in enumerate(data.split(b"\n"), start=1):
+            text, invalid = decode_utf8(raw)
+            if invalid:
+                self.invalid_utf8.inc()
+                self.dead.inc()
+                yield beam.pvalue.TaggedOutput(self.DEAD, dead_letter(
+                    path, None, f"{invalid} invalid UTF-8 sequence(s) replaced by U+FFFD", text, number))
+            lines.append(text)
+        return lines
 
     def process(self, metadata):
         config, path = self.config, metadata.path
         try:
-            with FileSystems.open(path) as handle:
-                text = handle.read().decode("utf-8", errors="replace")
+            with open_input(path) as handle:
+                data = handle.read()
         except Exception as err:  # noqa: BLE001
+            self.unreadable.inc()
             self.dead.inc()
-            yield beam.pvalue.TaggedOutput(self.DEAD, dead_letter(path, 0, f"unreadable file: {err}"))
+            yield beam.pvalue.TaggedOutput(self.DEAD, dead_letter(path, 0, f"{UNREADABLE_FILE}: {err}"))
             return
+        if reason := not_text_reason(data[:SNIFF_BYTES], config.max_invalid_share):
+            self.not_text.inc()
+            self.dead.inc()
+            yield beam.pvalue.TaggedOutput(self.DEAD, dead_letter(path, 0, reason))
+            return
+        text = "\n".join((yield from self._lines(path, data)))
         if config.input_format == "jsonl":
             rows = []
             for number, line in enumerate(text.splitlines(), start=1):
@@ -226,13 +265,14 @@ def _conll_sentences(batch):
     return out
 
 
-def build_pipeline(pipeline: beam.Pipeline, config: FinetuningDataConfig):
+def build_pipeline(pipeline: beam.Pipeline, config: FinetuningDataConfig, staging: Staging):
     files = pipeline | "Patterns" >> beam.Create(list(config.inputs)) | "Match" >> beam_fileio.MatchAll()
     if config.input_format == CONLL:
         read = (
             files
             | "Ranges" >> beam.Map(lambda m: FileRange(m.path, 0, -1))
-            | "Read" >> beam.ParDo(ReadDocuments("text", 1_000_000)).with_outputs(ReadDocuments.DEAD, main="batches")
+            | "Read" >> beam.ParDo(ReadDocuments("text", 1_000_000, max_invalid_share=config.max_invalid_share))
+            .with_outputs(ReadDocuments.DEAD, main="batches")
         )
         examples_batches = read.batches | "Sentences" >> beam.Map(_conll_sentences)
         dead_read = read[ReadDocuments.DEAD]
@@ -255,12 +295,16 @@ def build_pipeline(pipeline: beam.Pipeline, config: FinetuningDataConfig):
     encoded = examples_batches | "Encode" >> beam.ParDo(EncodeExamples(config), labels=beam.pvalue.AsSingleton(labels)).with_outputs(
         EncodeExamples.DEAD, main="records"
     )
-    _ = encoded.records | "Write" >> WriteRecordBatches(fileio.join(config.output_dir, config.task), ".tfrecord", config.num_shards)
+    _ = (
+        encoded.records
+        | "Write" >> WriteRecordBatches(staging.shard_path_prefix, ".tfrecord", config.num_shards)
+        | "ReportShards" >> ReportShards(staging.file(WRITTEN_SHARDS_FILE))
+    )
     _ = labels | "LabelText" >> beam.Map("\n".join) | "WriteLabels" >> beam.io.WriteToText(
-        fileio.join(config.output_dir, config.task + features.LABELS_FILE_SUFFIX), num_shards=1, shard_name_template=""
+        staging.file(config.task + features.LABELS_FILE_SUFFIX), num_shards=1, shard_name_template=""
     )
     _ = (dead_read, encoded[EncodeExamples.DEAD]) | "Dead" >> beam.Flatten() | "WriteDead" >> beam.io.WriteToText(
-        fileio.join(config.output_dir, "dead_letters"), file_name_suffix=".jsonl", num_shards=1, shard_name_template=""
+        staging.file("dead_letters"), file_name_suffix=".jsonl", num_shards=1, shard_name_template=""
     )
 
 
@@ -274,32 +318,43 @@ def _read_label_file(path: str) -> list[str]:
 
 
 def run(config: FinetuningDataConfig) -> dict:
+    """Runs the pipeline into a staging folder and publishes it (see :mod:`publish`); -> the manifest. A run
+    without examples raises PreprocessError and leaves the output already in ``output_dir`` as it was."""
     config.validate()
     encoder = build_encoder(config.encoder)
     files = expand_inputs(config.inputs)
-    fileio.makedirs(config.output_dir)
-    manifest_path = fileio.join(config.output_dir, features.MANIFEST_FILE)
-    if fileio.exists(manifest_path):
-        FileSystems.delete([manifest_path])
+    staging = Staging(config.output_dir, config.task).start()
+    try:
+        return _run_staged(config, encoder, files, staging)
+    finally:
+        staging.discard()
+
+
+def _run_staged(config: FinetuningDataConfig, encoder, files: list[str], staging: Staging) -> dict:
     started = time.time()
     pipeline = beam.Pipeline(options=pipeline_options(config.runner, config.num_workers, config.beam_args))
-    build_pipeline(pipeline, config)
+    build_pipeline(pipeline, config, staging)
     result = pipeline.run()
     result.wait_until_finish()
     counters = _counters(result)
-    shards = _shard_counts(config.output_dir, "none", prefix=config.task)
+    written = staging.written_shards()
+    shards = shard_counts(written, "none")
     total = sum(shards.values())
     if total == 0:
-        raise PreprocessError(f"no examples in {list(config.inputs)}; see {fileio.join(config.output_dir, 'dead_letters.jsonl')}")
-    labels = fileio.read_text(fileio.join(config.output_dir, config.task + features.LABELS_FILE_SUFFIX)).splitlines()
-    config.save(fileio.join(config.output_dir, "config.yaml"))
+        raise PreprocessError(f"no examples in {list(config.inputs)} ({counters.get('dead_letters', 0)} dead letters); "
+                              f"the output in {config.output_dir} is unchanged")
+    labels_file = config.task + features.LABELS_FILE_SUFFIX
+    with FileSystems.open(staging.file(labels_file)) as handle:
+        labels = handle.read().decode("utf-8").splitlines()
+    config.save(staging.file("config.yaml"))
     manifest = {
         "format": "bertkeras_finetuning", "task": config.task, "level": config.level, "shards": shards,
         "records": total, "max_seq_length": config.max_seq_length, "labels": labels,
         "encoder": {"kind": encoder.kind, "fingerprint": encoder.fingerprint, "vocab_size": encoder.vocab_size},
         "inputs": files, "parameters": config.to_dict(),
-        "counts": {k: counters.get(k, 0) for k in ("examples", "truncated_examples", "dead_letters")},
+        "counts": {k: counters.get(k, 0) for k in ("examples", "truncated_examples", "dead_letters", "invalid_utf8_lines",
+                                                   "not_text_files", "unreadable_files", "corrupt_files")},
         "wall_seconds": round(time.time() - started, 2),
     }
-    fileio.atomic_write_text(manifest_path, json.dumps(manifest, indent=2))
-    return manifest
+    side_files = {name: staging.file(name) for name in (labels_file, DEAD_LETTERS_FILE, "config.yaml")}
+    return staging.publish(written, manifest, side_files)

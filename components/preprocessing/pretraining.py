@@ -10,16 +10,14 @@ grow with the corpus and the choice does not depend on workers), which every wor
 seeded by (seed, dupe index, the document's file and byte offset), so the same inputs, parameters and seed
 give the same set of records for any number of workers.
 
-Outputs in ``output_dir``: ``pretraining-SSSSS-of-NNNNN.tfrecord[.gz]``, ``dead_letters.jsonl``,
-``negative_pool.jsonl`` (pair mode),
-``statistics.json``, ``config.yaml`` and, written last, ``manifest.json`` (its presence means the output is
-whole).
+Outputs in ``output_dir``: ``pretraining-<run id>-SSSSS-of-NNNNN.tfrecord[.gz]``, ``dead_letters.jsonl``,
+``negative_pool.jsonl`` (pair mode), ``statistics.json``, ``config.yaml`` and ``manifest.json``, which names
+the shards: a run stages everything and publishes it with the manifest as the commit (:mod:`publish`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import glob as globlib
 import json
 import logging
 import random
@@ -35,8 +33,18 @@ from apache_beam.metrics.metric import MetricsFilter
 
 from components.preprocessing import instances as inst
 from components.preprocessing.beam_options import pipeline_options
-from components.preprocessing.corpus import NAMESPACE, Document, LineNumberCache, ReadDocuments, SplitIntoRanges, dead_letter
+from components.preprocessing.corpus import (
+    CORRUPT_FILE,
+    NAMESPACE,
+    UNREADABLE_FILE,
+    Document,
+    LineNumberCache,
+    ReadDocuments,
+    SplitIntoRanges,
+    dead_letter,
+)
 from components.preprocessing.examples import WriteRecordBatches, length_mask, serialize_examples
+from components.preprocessing.publish import WRITTEN_SHARDS_FILE, ReportShards, Staging
 from trainer import features, fileio
 from trainer.config import Config, option
 from trainer.text.factory import EncoderConfig, build_encoder, shared_encoder
@@ -44,6 +52,13 @@ from trainer.text.factory import EncoderConfig, build_encoder, shared_encoder
 LENGTH_BUCKET = 16
 SHARD_PREFIX = "pretraining"
 POOL_FILE = "negative_pool.jsonl"
+DEAD_LETTERS_FILE = "dead_letters.jsonl"
+CONFIG_FILE = "config.yaml"
+# Dead-letter reasons of files that were not read whole (on_corrupt_file=fail turns them into an error).
+CORRUPT_REASONS = (CORRUPT_FILE, UNREADABLE_FILE)
+# The manifest's counts: documents and every kind of loss, so nothing dropped or repaired goes unreported.
+COUNTED = ("documents", "tokens", "masked_tokens", "empty_documents", "dead_letters", "invalid_utf8_lines",
+           "lines_too_long", "lines_without_tokens", "unreadable_files", "corrupt_files", "not_text_files")
 
 
 class PreprocessError(ValueError):
@@ -76,6 +91,8 @@ class PretrainingDataConfig(Config):
     runner: str = option("DirectRunner", "Beam runner (DirectRunner locally, DataflowRunner in the cloud)")
     num_workers: int = option(1, "DirectRunner worker processes (>1: multi_processing; on 2 cores one in-memory worker is faster)")
     beam_args: tuple[str, ...] = option((), "extra Beam flags, e.g. --project=p,--region=r,--temp_location=gs://b/tmp")
+    max_invalid_share: float = option(0.05, "a file whose first 64 KiB hold NUL bytes or more than this share of invalid UTF-8 sequences is not text: dead-lettered whole")
+    on_corrupt_file: Literal["dead_letter", "fail"] = option("dead_letter", "a truncated or corrupt compressed file: dead-letter it by name (documents before the damage are kept and counted) or fail the run, leaving the output in place untouched")
 
     def check(self) -> list[str]:
         errors = []
@@ -87,7 +104,7 @@ class PretrainingDataConfig(Config):
             errors.append(f"max_seq_length: must be >= 8, got {self.max_seq_length}")
         if self.mode != "causal" and not 1 <= self.max_predictions_per_seq <= self.max_seq_length:
             errors.append(f"max_predictions_per_seq: must be in [1, max_seq_length], got {self.max_predictions_per_seq}")
-        for name in ("masked_lm_prob", "mask_rate", "random_rate", "short_seq_prob"):
+        for name in ("masked_lm_prob", "mask_rate", "random_rate", "short_seq_prob", "max_invalid_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 errors.append(f"{name}: must be in [0, 1], got {getattr(self, name)}")
         if self.mask_rate + self.random_rate > 1.0:
@@ -282,7 +299,7 @@ def expand_inputs(inputs: tuple[str, ...]) -> list[str]:
 
 def read_corpus(pipeline: beam.Pipeline, config: PretrainingDataConfig, count: bool = True):
     """Corpus files -> batches of documents (main output) and dead letters."""
-    reader = ReadDocuments(config.input_format, config.max_line_bytes, count=count)
+    reader = ReadDocuments(config.input_format, config.max_line_bytes, count=count, max_invalid_share=config.max_invalid_share)
     return (
         pipeline
         | "Patterns" >> beam.Create(list(config.inputs))
@@ -307,8 +324,8 @@ def build_pool_pipeline(pipeline: beam.Pipeline, config: PretrainingDataConfig, 
     )
 
 
-def build_pipeline(pipeline: beam.Pipeline, config: PretrainingDataConfig, pool_file: str | None):
-    """Main pass: documents -> encoded -> instances -> shards; dead letters beside them."""
+def build_pipeline(pipeline: beam.Pipeline, config: PretrainingDataConfig, staging: Staging, pool_file: str | None):
+    """Main pass: documents -> encoded -> instances -> shards in the staging folder; dead letters beside them."""
     corpus = read_corpus(pipeline, config)
     made = corpus.documents | "Instances" >> beam.ParDo(MakeInstances(config, pool_file)).with_outputs(
         MakeInstances.DEAD, main="records"
@@ -316,15 +333,14 @@ def build_pipeline(pipeline: beam.Pipeline, config: PretrainingDataConfig, pool_
     suffix = ".tfrecord" + (".gz" if config.compression == "gzip" else "")
     _ = (
         made.records
-        | "WriteRecords" >> WriteRecordBatches(
-            fileio.join(config.output_dir, SHARD_PREFIX), suffix, config.num_shards, gzip=config.compression == "gzip"
-        )
+        | "WriteRecords" >> WriteRecordBatches(staging.shard_path_prefix, suffix, config.num_shards, gzip=config.compression == "gzip")
+        | "ReportShards" >> ReportShards(staging.file(WRITTEN_SHARDS_FILE))
     )
     _ = (
         (corpus[ReadDocuments.DEAD], made[MakeInstances.DEAD])
         | "DeadLetters" >> beam.Flatten()
         | "WriteDeadLetters" >> beam.io.WriteToText(
-            fileio.join(config.output_dir, "dead_letters"), file_name_suffix=".jsonl", num_shards=1, shard_name_template=""
+            staging.file("dead_letters"), file_name_suffix=".jsonl", num_shards=1, shard_name_template=""
         )
     )
 
@@ -337,53 +353,74 @@ def _counters(result) -> dict[str, int]:
     return totals
 
 
-def _shard_counts(output_dir: str, compression: str, prefix: str = SHARD_PREFIX) -> dict[str, int]:
-    """Records per shard, counted by reading the shards back (framing and checksums checked in C++, in
-    batches: a Python step per record would cost seconds on a large output)."""
+def shard_counts(paths: list[str], compression: str) -> dict[str, int]:
+    """Records per shard (by file name), counted by reading the shards back (framing and checksums checked in
+    C++, in batches: a Python step per record would cost seconds on a large output)."""
     import tensorflow as tf  # noqa: PLC0415
 
-    pattern = fileio.join(output_dir, f"{prefix}-*-of-*")
-    shards = sorted(tf.io.gfile.glob(pattern)) if fileio.is_remote(output_dir) else sorted(globlib.glob(pattern))
     counts = {}
-    for shard in shards:
+    for shard in paths:
         dataset = tf.data.TFRecordDataset(shard, compression_type="GZIP" if compression == "gzip" else "")
         counts[shard.rsplit("/", 1)[-1]] = sum(int(records.shape[0]) for records in dataset.batch(1 << 14))
     return counts
 
 
+def corrupt_file_error(counters: dict[str, int], dead_letters: str) -> PreprocessError | None:
+    """With ``on_corrupt_file=fail``: the error naming the files that were not read whole, else None."""
+    if not counters.get("corrupt_files", 0) and not counters.get("unreadable_files", 0):
+        return None
+    names = []
+    if FileSystems.exists(dead_letters):
+        with FileSystems.open(dead_letters) as handle:
+            for line in handle.read().decode("utf-8").splitlines():
+                letter = json.loads(line)
+                if letter["reason"].startswith(CORRUPT_REASONS):
+                    names.append(f"{letter['file']} ({letter['reason']})")
+    return PreprocessError("files that could not be read whole (on_corrupt_file=fail): " + "; ".join(sorted(set(names))))
+
+
 def run(config: PretrainingDataConfig) -> dict:
-    """Runs the pipeline; returns the manifest. Raises PreprocessError for an empty corpus."""
+    """Runs the pipeline into a staging folder and publishes it (see :mod:`publish`); -> the manifest.
+    Raises PreprocessError for an empty corpus (or a corrupt file with ``on_corrupt_file=fail``), leaving the
+    output already in ``output_dir`` as it was."""
     config.validate()
     encoder = build_encoder(config.encoder)  # fail fast on a bad vocabulary, before any worker starts
     if config.whole_word_masking:
         continuation_table(encoder)
     files = expand_inputs(config.inputs)
-    fileio.makedirs(config.output_dir)
-    manifest_path = fileio.join(config.output_dir, features.MANIFEST_FILE)
-    if fileio.exists(manifest_path):
-        FileSystems.delete([manifest_path])  # the old manifest must not vouch for a new, unfinished output
+    staging = Staging(config.output_dir, SHARD_PREFIX).start()
+    try:
+        return _run_staged(config, encoder, files, staging)
+    finally:
+        staging.discard()
+
+
+def _run_staged(config: PretrainingDataConfig, encoder, files: list[str], staging: Staging) -> dict:
     started = time.time()
     options = pipeline_options(config.runner, config.num_workers, config.beam_args)
     pool_file = None
     if config.mode == "pair":
-        pool_file = fileio.join(config.output_dir, POOL_FILE)
+        pool_file = staging.file(POOL_FILE)
         pool_pipeline = beam.Pipeline(options=options)
         build_pool_pipeline(pool_pipeline, config, pool_file)
         pool_pipeline.run().wait_until_finish()
     pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, config, pool_file)
+    build_pipeline(pipeline, config, staging, pool_file)
     result = pipeline.run()
     result.wait_until_finish()
     counters = _counters(result)
-    shards = _shard_counts(config.output_dir, config.compression)
+    dead_letters = staging.file(DEAD_LETTERS_FILE)
+    if config.on_corrupt_file == "fail" and (error := corrupt_file_error(counters, dead_letters)):
+        raise error
+    written = staging.written_shards()
+    shards = shard_counts(written, config.compression)
     total = sum(shards.values())
     if total == 0:
-        for name in shards:
-            FileSystems.delete([fileio.join(config.output_dir, name)])
         raise PreprocessError(
             f"no instances: the corpus {list(config.inputs)} has no usable document "
-            f"({counters.get('documents', 0)} documents, {counters.get('dead_letters', 0)} dead letters; "
-            f"see {fileio.join(config.output_dir, 'dead_letters.jsonl')})"
+            f"({counters.get('documents', 0)} documents, {counters.get('dead_letters', 0)} dead letters"
+            + (f", {counters.get('not_text_files', 0)} files that are not text" if counters.get("not_text_files") else "")
+            + f"); the output in {config.output_dir} is unchanged"
         )
     lengths = {k[len("length_"):]: v for k, v in sorted(counters.items()) if k.startswith("length_")}
     statistics = {
@@ -392,9 +429,10 @@ def run(config: PretrainingDataConfig) -> dict:
         "next_sentence": {"true_next": counters.get("nsp_true_next", 0), "random_next": counters.get("nsp_random_next", 0)},
         "sequence_length_histogram": lengths,
         "dead_letters": counters.get("dead_letters", 0),
+        "run_id": staging.run_id,
     }
-    fileio.atomic_write_text(fileio.join(config.output_dir, features.STATISTICS_FILE), json.dumps(statistics, indent=2))
-    config.save(fileio.join(config.output_dir, "config.yaml"))
+    fileio.atomic_write_text(staging.file(features.STATISTICS_FILE), json.dumps(statistics, indent=2))
+    config.save(staging.file(CONFIG_FILE))
     manifest = {
         "format": "google_create_pretraining_data" if config.mode != "causal" else "causal_lm_blocks",
         "mode": config.mode,
@@ -407,19 +445,10 @@ def run(config: PretrainingDataConfig) -> dict:
         "encoder": {"kind": encoder.kind, "fingerprint": encoder.fingerprint, "vocab_size": encoder.vocab_size},
         "inputs": files,
         "parameters": config.to_dict(),
-        "counts": {
-            "documents": counters.get("documents", 0),
-            "tokens": counters.get("tokens", 0),
-            "masked_tokens": counters.get("masked_tokens", 0),
-            "empty_documents": counters.get("empty_documents", 0),
-            "dead_letters": counters.get("dead_letters", 0),
-            "invalid_utf8_lines": counters.get("invalid_utf8_lines", 0),
-            "lines_too_long": counters.get("lines_too_long", 0),
-            "lines_without_tokens": counters.get("lines_without_tokens", 0),
-            "unreadable_files": counters.get("unreadable_files", 0),
-        },
+        "counts": {name: counters.get(name, 0) for name in COUNTED},
         "wall_seconds": round(time.time() - started, 2),
     }
-    fileio.atomic_write_text(manifest_path, json.dumps(manifest, indent=2))
+    side_files = {name: staging.file(name) for name in (DEAD_LETTERS_FILE, features.STATISTICS_FILE, CONFIG_FILE, POOL_FILE)}
+    manifest = staging.publish(written, manifest, side_files)
     logging.info("wrote %d records to %s", total, config.output_dir)
     return manifest

@@ -13,6 +13,8 @@ gradient, and an all-padding batch gives 0 instead of NaN.
 
 from __future__ import annotations
 
+import json
+
 import dataclasses
 from collections.abc import Sequence
 from typing import ClassVar
@@ -243,8 +245,15 @@ class ClassificationTask(Task):
 
 
 def label_names(task: str, folders: Sequence[str]) -> list[str] | None:
-    """The task's label vocabulary from ``<task>_labels.txt`` beside its records (the first folder having one)."""
+    """The task's label vocabulary beside its records (the first folder having one): the manifest's ``labels``
+    (they belong to the shards it names, even while a new output is being published), else
+    ``<task>_labels.txt``."""
     for folder in folders:
+        manifest = fileio.join(folder, features.MANIFEST_FILE)
+        if fileio.exists(manifest):
+            content = json.loads(fileio.read_text(manifest))
+            if content.get("task") == task and content.get("labels"):
+                return list(content["labels"])
         path = fileio.join(folder, task + features.LABELS_FILE_SUFFIX)
         if fileio.exists(path):
             return [line for line in fileio.read_text(path).splitlines() if line]

@@ -1,0 +1,153 @@
+"""Publishing a preprocessing output so that a rerun, a failure or a kill never corrupts the one in place.
+
+A run writes everything into a private staging folder inside the output folder (``.staging-<run id>/``; Beam's
+own ``beam-temp-*`` folders land there too). Its shards carry the run id in their names, so they never collide
+with the shards of the output in place. Publishing then
+
+1. moves the staged shards into the output folder (the old manifest still names only the old shards),
+2. writes ``manifest.json`` in one atomic step: this is the commit, readers follow the manifest,
+3. moves the side files (dead letters, statistics, labels...) over the old ones,
+4. deletes the shards of earlier outputs and the staging folder.
+
+A run that fails or is killed before step 2 leaves the previous output exactly as it was; what it staged is
+removed at once (failure) or by the next run into the folder (kill). Shard names come from what Beam reports
+it wrote, never from a glob, so nothing of another run can be counted. One run per output folder at a time.
+Paths may be local or ``gs://`` (Beam's FileSystems).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Mapping
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from trainer import features, fileio
+
+STAGING_PREFIX = ".staging-"
+BEAM_TEMP_PREFIX = "beam-temp-"
+WRITTEN_SHARDS_FILE = "written_shards.json"  # what the shard sink reported, written by the pipeline itself
+
+
+def _basename(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _children(folder: str) -> list[str]:
+    """Paths directly inside ``folder``: files, and folders (known by the files under them) with a final "/"."""
+    prefix = fileio.join(folder, "")
+    if not fileio.is_remote(folder):
+        return sorted(prefix + n + ("/" if os.path.isdir(prefix + n) else "") for n in os.listdir(folder))
+    found = set()
+    for result in FileSystems.match([prefix + "**"]):
+        for metadata in result.metadata_list:
+            if not metadata.path.startswith(prefix):
+                continue
+            first, *rest = metadata.path[len(prefix):].split("/", 1)
+            found.add(prefix + first + ("/" if rest else ""))
+    return sorted(found)
+
+
+def _exists(path: str) -> bool:
+    return FileSystems.exists(path)
+
+
+def _delete(paths: list[str]) -> None:
+    """Deletes files and folders (a folder path ends with "/"); best effort: the output is already whole."""
+    for path in paths:
+        try:
+            if fileio.is_remote(path):
+                FileSystems.delete([path])
+            elif os.path.isdir(path):
+                shutil.rmtree(path)
+            elif os.path.exists(path):
+                os.remove(path)
+        except Exception as err:  # noqa: BLE001
+            logging.warning("could not delete %s: %s", path, err)
+
+
+class Staging:
+    """A run's private folder inside ``output_dir``; see the module docstring for the protocol."""
+
+    def __init__(self, output_dir: str, shard_prefix: str):
+        self.output_dir = output_dir.rstrip("/") if fileio.is_remote(output_dir) else output_dir
+        self.shard_prefix = shard_prefix
+        self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+        self.path = fileio.join(self.output_dir, STAGING_PREFIX + self.run_id)
+
+    def start(self) -> "Staging":
+        """Creates the output and staging folders; removes what killed runs left behind."""
+        if not fileio.is_remote(self.output_dir):  # object stores have no folders to make
+            fileio.makedirs(self.output_dir)
+        stale = [p for p in _children(self.output_dir)
+                 if _basename(p).startswith((STAGING_PREFIX, BEAM_TEMP_PREFIX)) and p.endswith("/")]
+        if stale:
+            logging.info("removing leftovers of earlier runs: %s", stale)
+            _delete(stale)
+        if not fileio.is_remote(self.path):
+            fileio.makedirs(self.path)
+        return self
+
+    def file(self, name: str) -> str:
+        """A path in the staging folder."""
+        return fileio.join(self.path, name)
+
+    @property
+    def shard_path_prefix(self) -> str:
+        """The prefix the shard sink writes to: ``<staging>/<prefix>-<run id>``."""
+        return self.file(f"{self.shard_prefix}-{self.run_id}")
+
+    def written_shards(self) -> list[str]:
+        """The shard paths the pipeline's sink reported (it writes them to :data:`WRITTEN_SHARDS_FILE`)."""
+        path = self.file(WRITTEN_SHARDS_FILE)
+        if not _exists(path):
+            raise FileNotFoundError(f"{path}: the pipeline did not report its shards")
+        with FileSystems.open(path) as handle:
+            return sorted(json.loads(handle.read()))
+
+    def publish(self, shards: list[str], manifest: dict, side_files: Mapping[str, str]) -> dict:
+        """Moves ``shards`` (staged paths) and ``side_files`` ({final name: staged path}) into the output folder
+        with ``manifest`` as the commit; -> the manifest written."""
+        names = [_basename(s) for s in shards]
+        FileSystems.rename(list(shards), [fileio.join(self.output_dir, n) for n in names])
+        manifest = {**manifest, "run_id": self.run_id}
+        fileio.atomic_write_text(fileio.join(self.output_dir, features.MANIFEST_FILE), json.dumps(manifest, indent=2))
+        present = [(name, staged) for name, staged in side_files.items() if _exists(staged)]
+        for name, staged in present:
+            target = fileio.join(self.output_dir, name)
+            if _exists(target):
+                FileSystems.delete([target])  # gs:// renames do not replace; local ones would
+            FileSystems.rename([staged], [target])
+        keep = set(names)
+        old_shards = [p for p in _children(self.output_dir)
+                      if _basename(p).startswith(self.shard_prefix + "-") and ".tfrecord" in _basename(p)
+                      and _basename(p) not in keep]
+        _delete(old_shards)
+        self.discard()
+        return manifest
+
+    def discard(self) -> None:
+        """Removes the staging folder (a failed run; or the rest of a published one)."""
+        _delete([fileio.join(self.path, "")])
+
+
+class ReportShards(beam.PTransform):
+    """The shard paths a sink reports it wrote -> one JSON list in ``path`` (read by :meth:`Staging.written_shards`)."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+
+    def expand(self, written):
+        return (
+            written
+            | "ShardList" >> beam.combiners.ToList()
+            | "ShardJson" >> beam.Map(lambda paths: json.dumps(sorted(paths)))
+            | "WriteShardList" >> beam.io.WriteToText(self.path, num_shards=1, shard_name_template="")
+        )
