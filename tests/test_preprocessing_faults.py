@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 from components.corpora import kjv_chapters
-from components.preprocessing.corpus import CORRUPT_FILE, NOT_TEXT, bounded_lines, document_key
+from components.preprocessing.corpus import CORRUPT_FILE, NOT_TEXT, FileRange, ReadDocuments, bounded_lines, document_key
 from components.preprocessing.finetuning import FinetuningDataConfig
 from components.preprocessing.finetuning import run as run_finetuning
 from components.preprocessing.pretraining import PreprocessError, PretrainingDataConfig, run
@@ -172,3 +172,16 @@ def test_bounded_lines_cut_long_lines_and_keep_their_length():
     assert len(lines[1][0]) == 1001 and lines[3][0] == b"last line without newline"
     text = b"".join(b"w" * (i % 37) + b"\n" for i in range(2000))
     assert [line for line, _ in bounded_lines(io.BytesIO(text), limit=10_000, chunk=333)] == text.split(b"\n")[:-1]
+
+
+def test_a_gzip_file_larger_than_beams_read_buffer_is_read_to_its_end(tmp_path):
+    """Beam's CompressedFile.read() returns only its first 16 MiB; the reader streams to the end instead."""
+    document = "\n".join(f"verse {i} of a long document." for i in range(20)).encode() + b"\n\n"
+    copies = (20 << 20) // len(document) + 1  # 20 MiB decompressed
+    path = tmp_path / "big.txt.gz"
+    path.write_bytes(gzip.compress(document * copies, compresslevel=1))
+    reader = ReadDocuments("text", 1_000_000)
+    reader.setup()
+    batches = [item for item in reader.process(FileRange(str(path), 0, -1)) if isinstance(item, list)]
+    assert sum(len(batch) for batch in batches) == copies
+    assert batches[-1][-1].lines[-1] == "verse 19 of a long document."

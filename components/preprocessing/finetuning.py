@@ -28,6 +28,7 @@ from apache_beam.metrics import Metrics
 from components.preprocessing.beam_options import pipeline_options
 from components.preprocessing.corpus import (
     NAMESPACE,
+    READ_CHUNK,
     SNIFF_BYTES,
     UNREADABLE_FILE,
     FileRange,
@@ -129,7 +130,7 @@ class ReadExamples(beam.DoFn):
         config, path = self.config, metadata.path
         try:
             with open_input(path) as handle:
-                data = handle.read()
+                data = b"".join(iter(lambda: handle.read(READ_CHUNK), b""))  # Beam's read() stops after 16 MiB
         except Exception as err:  # noqa: BLE001
             self.unreadable.inc()
             self.dead.inc()
