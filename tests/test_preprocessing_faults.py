@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from components.corpora import kjv_chapters
 from components.preprocessing.corpus import CORRUPT_FILE, NOT_TEXT, FileRange, ReadDocuments, bounded_lines, document_key
+from components.preprocessing.examples import count_tfrecords, tfrecord_frame
 from components.preprocessing.finetuning import FinetuningDataConfig
 from components.preprocessing.finetuning import run as run_finetuning
 from components.preprocessing.pretraining import PreprocessError, PretrainingDataConfig, run
@@ -185,3 +186,15 @@ def test_a_gzip_file_larger_than_beams_read_buffer_is_read_to_its_end(tmp_path):
     batches = [item for item in reader.process(FileRange(str(path), 0, -1)) if isinstance(item, list)]
     assert sum(len(batch) for batch in batches) == copies
     assert batches[-1][-1].lines[-1] == "verse 19 of a long document."
+
+
+def test_counting_records_checks_every_frame():
+    sample = open(os.path.join(os.path.dirname(__file__), "data", "google_cpd_sample.tfrecord"), "rb").read()
+    assert count_tfrecords(io.BytesIO(sample), "sample") == 50  # Google's writer, read back by ours
+    assert count_tfrecords(io.BytesIO(b"".join(tfrecord_frame(b"x" * n) for n in (0, 1, 300))), "ours") == 3
+    with pytest.raises(ValueError, match="cut: record 49 is corrupt or truncated"):
+        count_tfrecords(io.BytesIO(sample[:-1]), "cut")
+    flipped = bytearray(sample)
+    flipped[100] ^= 1
+    with pytest.raises(ValueError, match="flipped: record 0"):
+        count_tfrecords(io.BytesIO(bytes(flipped)), "flipped")
