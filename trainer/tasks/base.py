@@ -2,7 +2,7 @@
 
 A task knows the record features it reads (and their defaults where a source lacks them), the model inputs
 its head needs, its head on a backbone, its loss, its metrics and majority baseline, its synthetic data and
-its serving outputs. The data code, the model, the loop, the metrics and the export iterate over task objects
+its serving outputs, and its non-neural baseline. The data code, the model, the loop, the metrics and the export iterate over task objects
 and never ask for a task's kind; adding a kind is one module in this package plus its entry in
 :data:`trainer.tasks.REGISTRY`.
 
@@ -13,9 +13,8 @@ gradient, and an all-padding batch gives 0 instead of NaN.
 
 from __future__ import annotations
 
-import json
-
 import dataclasses
+import json
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -192,6 +191,11 @@ class Task:
         return {"loss": float((ce * weight).sum() / total), "accuracy": float((correct * weight).sum() / total),
                 "weight": total}
 
+    def baseline(self, train: dict[str, np.ndarray], evaluation: dict[str, np.ndarray]) -> dict:
+        """Metrics of the kind's obvious non-neural baseline (:mod:`trainer.tasks.baselines`), fit on ``train``
+        and scored on ``evaluation`` (arrays of layout examples); {} where the kind has none."""
+        return {}
+
     # --- serving ------------------------------------------------------------------------------------------
     def serving_inputs(self, token_ids, padding_mask) -> dict:
         """Values of :meth:`input_specs` for raw-text requests (in-graph)."""
@@ -228,6 +232,14 @@ class ClassificationTask(Task):
             out["labels"] = list(self.label_names)
         return out
 
+    def baseline_metrics(self, prefix: str, predictions: np.ndarray, evaluation: dict) -> dict:
+        """The baseline's predictions scored like the model's: ``<prefix>_accuracy``, ``<prefix>_macro_f1`` or
+        ``<prefix>_span_f1``..."""
+        gold, weight = evaluation[self.labels_key()], evaluation[self.weights_key()]
+        scored = self.metrics(predictions, gold, weight, np.zeros(weight.shape))
+        keep = ("accuracy", "macro_f1", "span_f1", "span_precision", "span_recall")
+        return {f"{prefix}_{k}": v for k, v in scored.items() if k in keep}
+
     def classifier_metrics(self, predictions, gold, weight) -> dict:
         keep = weight > 0
         return {"macro_f1": macro_f1(gold[keep], predictions[keep], self.num_classes),
@@ -242,6 +254,13 @@ class ClassificationTask(Task):
         if label_table is not None:
             out[f"{self.name}_label"] = label_table.lookup(label_ids)
         return out
+
+
+def _labelled(arrays: dict[str, np.ndarray], weights_key: str) -> dict[str, np.ndarray]:
+    """The examples that carry this task's targets (a mixed source also holds other tasks' examples)."""
+    weights = arrays[weights_key]
+    keep = (weights > 0) if weights.ndim == 1 else (weights > 0).any(axis=1)
+    return {name: values[keep] for name, values in arrays.items()}
 
 
 def label_names(task: str, folders: Sequence[str]) -> list[str] | None:

@@ -9,7 +9,8 @@ BERT's pooled output at [CLS], and free to adapt to the task without moving the 
 from __future__ import annotations
 
 from trainer import features
-from trainer.tasks.base import ClassificationTask, HeadContext
+from trainer.tasks.base import ClassificationTask, HeadContext, _labelled
+from trainer.tasks.baselines import bag_of_words_predictions
 
 
 class SentenceClassification(ClassificationTask):
@@ -83,6 +84,14 @@ class SentenceClassification(ClassificationTask):
     def metrics(self, predictions, gold, weight, ce) -> dict:
         out = super().metrics(predictions, gold, weight, ce)
         return {**out, **self.classifier_metrics(predictions, gold, weight)} if out.get("weight") else out
+
+    def baseline(self, train, evaluation) -> dict:
+        """TF-IDF uni+bigrams with a linear softmax (``bow_*``)."""
+        train, evaluation = (_labelled(arrays, self.weights_key()) for arrays in (train, evaluation))
+        if not len(train[self.labels_key()]) or not len(evaluation[self.labels_key()]):
+            return {}
+        predictions = bag_of_words_predictions(train, train[self.labels_key()], evaluation, self.num_classes)
+        return self.baseline_metrics("bow", predictions, evaluation)
 
     def serving_inputs(self, token_ids, padding_mask) -> dict:
         import tensorflow as tf  # noqa: PLC0415

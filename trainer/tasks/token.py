@@ -4,7 +4,8 @@ first sub-word; dropout and a linear classifier at every position. BIO tags are 
 from __future__ import annotations
 
 from trainer import features
-from trainer.tasks.base import ClassificationTask, HeadContext
+from trainer.tasks.base import ClassificationTask, HeadContext, _labelled
+from trainer.tasks.baselines import lookup_predictions
 from trainer.tasks.metrics import is_bio, macro_f1, span_f1
 
 
@@ -71,3 +72,12 @@ class TokenClassification(ClassificationTask):
         else:
             out["macro_f1"] = macro_f1(gold[keep], predictions[keep], self.num_classes)
         return out
+
+    def baseline(self, train, evaluation) -> dict:
+        """Each word's most frequent training label (``lookup_*``)."""
+        train, evaluation = (_labelled(arrays, self.weights_key()) for arrays in (train, evaluation))
+        if not len(train[self.labels_key()]) or not len(evaluation[self.labels_key()]):
+            return {}
+        predictions = lookup_predictions(train, train[self.labels_key()], train[self.weights_key()], evaluation,
+                                         evaluation[self.weights_key()])
+        return self.baseline_metrics("lookup", predictions, evaluation)
