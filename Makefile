@@ -65,6 +65,9 @@ bench: setup
 lock:
 	$(UV) pip compile pyproject.toml --extra test --python-version 3.11 --generate-hashes -o requirements.lock
 	$(UV) pip compile pyproject.toml --extra test --extra bench -c requirements.lock --python-version 3.11 --generate-hashes -o requirements-bench.lock
+	# The trainer images' accelerator extras (Linux x86_64 only), at the main lock's versions.
+	for variant in gpu tpu; do $(UV) pip compile infra/requirements-$$variant.in -c requirements.lock --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_31 --generate-hashes -o infra/requirements-$$variant.lock || exit 1; done
 
 docs: setup
 	$(BIN)/bertkeras config-docs --output docs/configuration.md

@@ -110,11 +110,13 @@ def evaluate_pretraining(model: Input[Model], eval_data: Input[Dataset], metrics
         metrics.log_metric(key, value)
 
 
-def register(model: Input[Model], project: str, region: str, display_name: str, serving_image: str) -> str:
-    """Uploads the exported SavedModel to the Vertex AI Model Registry."""
+def register(model: Input[Model], project: str, region: str, display_name: str, serving_image: str,
+             model_store: str = "") -> str:
+    """Copies the export into ``model_store`` (outside the expiring pipeline root) and uploads that copy to the
+    Vertex AI Model Registry."""
     from components import pipeline_steps
 
-    return pipeline_steps.register(model.uri, project, region, display_name, serving_image)
+    return pipeline_steps.register_published(model.uri, model_store, project, region, display_name, serving_image)
 
 
 def gate(summary: str) -> bool:

@@ -11,6 +11,7 @@ import base64
 import io
 import json
 import os
+import re
 
 import yaml
 
@@ -255,9 +256,12 @@ def write_report(output_dir: str, metrics: dict, history: list, thresholds: dict
 
 
 def model_folder(path: str) -> str:
-    """A training run folder's ``export/``, or the folder itself (a converted model)."""
+    """A training run folder's ``export/``, or the folder itself (a converted model, a registered copy); it must
+    be complete (hold the completion marker its writer puts there last)."""
+    from trainer.model.saving import require_complete  # noqa: PLC0415
+
     export = fileio.join(path, features.EXPORT_DIR)
-    return export if fileio.exists(fileio.join(export, features.MODEL_FILE)) else path
+    return require_complete(export if fileio.exists(export) else path)
 
 
 def copy_model_encoder(model_dir: str, output_dir: str) -> None:
@@ -266,19 +270,31 @@ def copy_model_encoder(model_dir: str, output_dir: str) -> None:
     load_encoder(fileio.join(model_folder(model_dir), features.ENCODER_DIR)).save(output_dir)
 
 
+MODEL_NAME = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def check_model_name(display_name: str) -> str:
+    """A model's display name names a folder of the local registry: one path component, nothing that climbs."""
+    if not MODEL_NAME.fullmatch(display_name or "") or display_name in (".", ".."):
+        raise ValueError(f"model_display_name {display_name!r}: use letters, digits, '-', '_' and '.' only (not "
+                         f"'.' or '..'; it names a folder in the registry), e.g. kjv-v2")
+    return display_name
+
+
 def register_local(model_dir: str, registry_dir: str, display_name: str) -> str:
     """Copies the export into ``<registry_dir>/<display_name>/v<N>/`` (N = next version); -> that folder."""
     import shutil  # noqa: PLC0415
 
     if not registry_dir:
         raise ValueError("registry_dir: required for local registration")
-    root = os.path.join(registry_dir, display_name)
+    root = os.path.join(registry_dir, check_model_name(display_name))
+    source = model_folder(model_dir)
     os.makedirs(root, exist_ok=True)
     versions = [int(v[1:]) for v in os.listdir(root) if v.startswith("v") and v[1:].isdigit()]
     target = os.path.join(root, f"v{max(versions, default=0) + 1}")
     staging = target + ".partial"
     shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(model_folder(model_dir), staging)
+    shutil.copytree(source, staging)
     os.rename(staging, target)
     return target
 
@@ -292,6 +308,49 @@ def register(model_dir: str, project: str, region: str, display_name: str, servi
     uri = artifact_uri or fileio.join(model_dir, features.EXPORT_DIR, features.SERVING_DIR)
     if not uri.startswith("gs://"):
         raise ValueError(f"register: the model must be on GCS for Vertex AI, got {uri}")
+    if not artifact_uri:
+        from trainer.model.saving import require_complete  # noqa: PLC0415
+
+        require_complete(fileio.join(model_dir, features.EXPORT_DIR))
     model = aiplatform.Model.upload(display_name=display_name, artifact_uri=uri,
                                     serving_container_image_uri=serving_image, labels=labels or {})
     return model.resource_name
+
+
+def publish_export(model_uri: str, model_store: str, display_name: str, client=None) -> str:
+    """Copies a run's complete ``export/`` from the pipeline root, whose artifacts expire, to
+    ``<model_store>/<display_name>/<UTC time>/`` (server-side GCS copies, the completion marker last, so the copy
+    is complete exactly when marked); -> the copy's ``serving`` URI, which nothing names before."""
+    import datetime  # noqa: PLC0415
+
+    from google.cloud import storage  # noqa: PLC0415
+
+    from trainer.model.saving import require_complete  # noqa: PLC0415
+
+    for name, uri in (("model", model_uri), ("model_store", model_store)):
+        if not uri.startswith("gs://"):
+            raise ValueError(f"{name}: must be a gs:// folder for Vertex AI, got {uri!r}")
+    check_model_name(display_name)
+    require_complete(fileio.join(model_uri, features.EXPORT_DIR))
+    client = client or storage.Client()
+    source_bucket, _, run = model_uri[len("gs://"):].partition("/")
+    export = "/".join(p for p in (run.strip("/"), features.EXPORT_DIR) if p) + "/"
+    blobs = sorted(client.list_blobs(source_bucket, prefix=export), key=lambda b: b.name == export + features.COMPLETE_FILE)
+    if not any(blob.name == f"{export}{features.SERVING_DIR}/saved_model.pb" for blob in blobs):
+        raise FileNotFoundError(f"{model_uri}: no {features.EXPORT_DIR}/{features.SERVING_DIR}/saved_model.pb to register")
+    store_bucket, _, store = model_store[len("gs://"):].partition("/")
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
+    target = "/".join(p for p in (store.strip("/"), display_name, stamp) if p)
+    source, destination = client.bucket(source_bucket), client.bucket(store_bucket)
+    for blob in blobs:  # the marker sorts last
+        source.copy_blob(blob, destination, f"{target}/{blob.name[len(export):]}")
+    return f"gs://{store_bucket}/{target}/{features.SERVING_DIR}"
+
+
+def register_published(model_uri: str, model_store: str, project: str, region: str, display_name: str,
+                       serving_image: str) -> str:
+    """The Vertex registration of a pipeline run: its export copied into ``model_store``, then registered."""
+    if not model_store:
+        raise ValueError("model_store: required for Vertex AI registration (the pipeline root's artifacts expire)")
+    artifact_uri = publish_export(model_uri, model_store, display_name)
+    return register(model_uri, project, region, display_name, serving_image, artifact_uri=artifact_uri)

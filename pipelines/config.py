@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Mapping
 from typing import Literal, TypeVar
 
@@ -24,6 +25,10 @@ from trainer.training.config import TrainConfig
 PipelineName = Literal["pretraining", "finetuning", "full"]
 StepConfig = TypeVar("StepConfig", VocabularyConfig, PretrainingDataConfig, FinetuningDataConfig, TrainConfig)
 PLACEHOLDER = "<artifact>"
+# The package version (pyproject.toml; a test keeps them equal), the default tag of our images here and in Cloud
+# Build (_TAG): Artifact Registry tags are immutable, so a version tag names one build for good; :latest names any.
+RELEASE = "0.1.0"
+DATAFLOW = "DataflowRunner"
 
 # Fields each section leaves to the pipeline (a value set there would be silently replaced), and who sets them.
 _BEAM = {"inputs": "the input artifact", "output_dir": "the step's output artifact",
@@ -96,11 +101,29 @@ class TrainingResources(Config):
 
 
 @dataclasses.dataclass(frozen=True)
+class ServiceAccounts(Config):
+    """The identities the pipeline's jobs run as (`terraform output service_accounts`). Without them Vertex AI
+    runs the train custom job as its Custom Code Service Agent and Dataflow runs workers as the Compute Engine
+    default account, both far broader than the job needs. The pipeline itself runs as SubmitConfig.service_account."""
+
+    training: str = option("", "the train step's Vertex AI custom job (required on Vertex with resources.machine_type), e.g. bertkeras-training@P.iam.gserviceaccount.com")
+    dataflow: str = option("", "the Dataflow workers (required with beam_runner=DataflowRunner; becomes --service_account_email), e.g. bertkeras-dataflow@P.iam.gserviceaccount.com")
+
+    def check(self) -> list[str]:
+        errors = []
+        for name in ("training", "dataflow"):
+            value = getattr(self, name)
+            if value and not re.fullmatch(r"[a-z0-9][a-z0-9-]*@[a-z0-9.-]+\.gserviceaccount\.com", value):
+                errors.append(f"{name}: {value!r} is not a service account email (name@project.iam.gserviceaccount.com)")
+        return errors
+
+
+@dataclasses.dataclass(frozen=True)
 class PipelineConfig(Config):
     """`bertkeras pipeline compile|run|submit|schedule`: which pipeline, its images and its default parameters."""
 
     pipeline: PipelineName = option("finetuning", "pretraining, finetuning or full (pretraining then fine-tuning)")
-    component_image: str = option("bertkeras-component:latest", "image of the components (infra/docker/component.Dockerfile)")
+    component_image: str = option(f"bertkeras-component:{RELEASE}", "image of the components (infra/docker/component.Dockerfile), by version tag")
     trainer_image: str = option("", "image of the train step on Vertex (infra/docker/trainer.Dockerfile; '' = component_image)")
     corpus: str = option("", "pretraining corpus: a text file or folder (Google's format)")
     checkpoint: str = option("", "pretrained checkpoint to convert first (TF1 / HF / GPT-1 folder); '' = none")
@@ -116,11 +139,13 @@ class PipelineConfig(Config):
     thresholds: tuple[Threshold, ...] = option((), "gate: {'task.metric': minimum} (with each task's own); register runs only when all hold")
     register_target: Literal["local", "vertex"] = option("local", "local: copy into registry_dir; vertex: Vertex AI Model Registry")
     registry_dir: str = option("", "local registry folder (register_target=local)")
+    model_store: str = option("", "register_target=vertex: gs:// folder outside the pipeline root (whose artifacts expire), e.g. gs://P-bertkeras-models/registered; the export is copied there and the Model Registry points at the copy")
     model_display_name: str = option("bertkeras-model", "display name of the registered model")
-    serving_image: str = option("us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-17:latest", "Vertex serving container")
+    serving_image: str = option("us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-17:latest", "Vertex serving container (Google publishes its prebuilt ones only as :latest; the version is in the name)")
     beam_runner: str = option("DirectRunner", "DirectRunner (in the component) or DataflowRunner (launched from it)")
-    beam_args: tuple[str, ...] = option((), "Beam flags for Dataflow: --project=..,--region=..,--temp_location=gs://..,--sdk_container_image=..")
+    beam_args: tuple[str, ...] = option((), "Beam flags for Dataflow: --project=..,--region=..,--temp_location=gs://..,--sdk_container_image=.. (the workers' account comes from service_accounts.dataflow)")
     resources: TrainingResources = option(TrainingResources(), "train step resources on Vertex")
+    service_accounts: ServiceAccounts = option(ServiceAccounts(), "the accounts the train custom job and the Dataflow workers run as")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object], source: str = "<dict>", prefix: str = "") -> PipelineConfig:
@@ -151,6 +176,7 @@ class PipelineConfig(Config):
         for i, task in enumerate(self.finetuning_tasks):
             errors.extend(_errors(task, f"{prefix}finetuning_tasks[{i}]."))
         errors.extend(_errors(self.resources, f"{prefix}resources."))
+        errors.extend(_errors(self.service_accounts, f"{prefix}service_accounts."))
         if errors:
             raise ConfigError(f"invalid {type(self).__name__}:\n" + "\n".join(f"  {e}" for e in errors))
         return self
@@ -170,7 +196,51 @@ class PipelineConfig(Config):
         if self.register_target == "local" and self.pipeline != "pretraining" and not self.registry_dir:
             errors.append("registry_dir: required with register_target=local")
         errors.extend(self._check_thresholds())
+        return errors + self._check_identities() + self._check_model_store()
+
+    def _check_identities(self) -> list[str]:
+        """Dataflow workers run as service_accounts.dataflow, never as the project's default account, and the
+        account has one source (a hand-written flag in beam_args would silently compete with it)."""
+        errors = []
+        if self.beam_runner == DATAFLOW and not self.service_accounts.dataflow:
+            errors.append("service_accounts.dataflow: required with beam_runner=DataflowRunner (the workers would "
+                          "otherwise run as the Compute Engine default service account)")
+        for flag in self.beam_args:
+            if flag.split("=", 1)[0] == "--service_account_email":
+                errors.append(f"beam_args: {flag!r}: set service_accounts.dataflow instead (it becomes "
+                              "--service_account_email on Dataflow)")
         return errors
+
+    def _check_model_store(self) -> list[str]:
+        if self.register_target != "vertex" or not self.fine_tunes:
+            return []
+        if not self.model_store:
+            return ["model_store: required with register_target=vertex (the Model Registry must not point into "
+                    "the pipeline root, whose artifacts expire)"]
+        if not self.model_store.startswith("gs://"):
+            return [f"model_store: must be a gs:// folder, got {self.model_store!r}"]
+        return []
+
+    def target_errors(self, target: str) -> list[str]:
+        """What only the compile target decides: on Vertex the train step with resources is a custom job, which
+        must run as service_accounts.training (else Vertex AI's Custom Code Service Agent), and a training
+        account without resources would go unused (the step would run in the pipeline's pod, as its account)."""
+        if target != "vertex":
+            return []
+        if self.resources.machine_type and not self.service_accounts.training:
+            return [f"service_accounts.training: required for the train step's Vertex AI custom job (resources."
+                    f"machine_type={self.resources.machine_type}); without it the job runs as the Vertex AI Custom "
+                    "Code Service Agent"]
+        if self.service_accounts.training and not self.resources.machine_type:
+            return ["resources.machine_type: required with service_accounts.training (only a custom job runs as "
+                    "it; without resources the train step runs in the pipeline's own pod, as the pipeline's account)"]
+        return []
+
+    def beam_step_args(self) -> list[str]:
+        """The Beam flags of the preprocessing steps: beam_args, and on Dataflow the workers' account."""
+        if self.beam_runner != DATAFLOW:
+            return list(self.beam_args)
+        return [*self.beam_args, f"--service_account_email={self.service_accounts.dataflow}"]
 
     def _check_tasks(self) -> list[str]:
         """The tasks train one model together: distinct names, one sequence length, and exactly the sentence and

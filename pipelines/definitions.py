@@ -20,6 +20,7 @@ from kfp.dsl import Dataset, Model
 
 from components.kfp_components import make_components
 from pipelines.config import PipelineConfig, step_json
+from trainer.config import ConfigError
 from trainer.training.config import TrainConfig
 
 
@@ -31,7 +32,7 @@ def _train_op(component, config: PipelineConfig, target: str, display_name: str)
     from google_cloud_pipeline_components.v1.custom_job import create_custom_training_job_from_component  # noqa: PLC0415
 
     kwargs = {"machine_type": resources.machine_type, "replica_count": resources.replica_count,
-              "display_name": display_name}
+              "display_name": display_name, "service_account": config.service_accounts.training}
     if resources.accelerator_type:
         kwargs.update(accelerator_type=resources.accelerator_type, accelerator_count=resources.accelerator_count)
     return create_custom_training_job_from_component(component, **kwargs)
@@ -77,7 +78,7 @@ def _pretraining_steps(c, config: PipelineConfig, corpus_uri, checkpoint_uri, vo
         vocabulary.set_display_name("train vocabulary")
         encoder = vocabulary.outputs["encoder"]
     records = c.preprocess_corpus(corpus=corpus, encoder=encoder, config_yaml=pretraining_data_yaml,
-                                  runner=config.beam_runner, beam_args=list(config.beam_args))
+                                  runner=config.beam_runner, beam_args=config.beam_step_args())
     records.set_display_name("preprocess corpus (Beam)")
     kwargs = {"init_model": init_model} if init_model is not None else {}
     pretrain = _train_op(c.pretrain, config, target, "pretrain")
@@ -96,7 +97,7 @@ def _finetuning_steps(c, config: PipelineConfig, init_model, encoder, tasks, fin
         for split, uri in (("train", task.train_uri), ("eval", task.eval_uri)):
             raw = _import(uri, Dataset, f"import {split} data")
             step = c.prepare_finetuning_data(data=raw, encoder=encoder, config_yaml=task.data_yaml,
-                                             runner=config.beam_runner, beam_args=list(config.beam_args))
+                                             runner=config.beam_runner, beam_args=config.beam_step_args())
             step.set_display_name(f"prepare {split} records (Beam)")
             prepared[split] = step.outputs["records"]
     train_op = _train_op(c.train, config, target, "fine-tune")
@@ -123,7 +124,8 @@ def _finetuning_steps(c, config: PipelineConfig, init_model, encoder, tasks, fin
                                           registry_dir=config.registry_dir)
         else:
             registered = c.register(model=trained.outputs["model"], project=project, region=region,
-                                    display_name=model_display_name, serving_image=config.serving_image)
+                                    display_name=model_display_name, serving_image=config.serving_image,
+                                    model_store=config.model_store)
         registered.set_display_name("register model").set_caching_options(False)
     return trained.outputs["model"]
 
@@ -131,6 +133,9 @@ def _finetuning_steps(c, config: PipelineConfig, init_model, encoder, tasks, fin
 def build_pipeline(config: PipelineConfig, target: str = "local"):
     """-> the @dsl.pipeline function for ``config`` (``target``: local, vertex or kubeflow)."""
     config.validate()
+    errors = config.target_errors(target)
+    if errors:
+        raise ConfigError(f"invalid PipelineConfig for target {target}:\n" + "\n".join(f"  {e}" for e in errors))
     c = make_components(config.component_image)
     if config.trainer_image and config.trainer_image != config.component_image:
         trainer = make_components(config.trainer_image)

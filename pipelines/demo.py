@@ -107,11 +107,12 @@ def answer(model_dir: str, sentences: list[str]) -> list[dict]:
     import tensorflow as tf  # noqa: PLC0415
     import tensorflow_text  # noqa: F401,PLC0415 - registers the tokenizer ops the SavedModel uses
 
+    from trainer.model.saving import load_serving_model  # noqa: PLC0415
     from trainer.text.factory import load_encoder  # noqa: PLC0415
 
     encoder = load_encoder(os.path.join(model_dir, features.ENCODER_DIR))
     lowered = [s.lower() for s in sentences]
-    served = tf.saved_model.load(os.path.join(model_dir, features.SERVING_DIR)).signatures["serving_default"](text=tf.constant(lowered))
+    served = load_serving_model(model_dir).signatures["serving_default"](text=tf.constant(lowered))  # complete exports only
     out = []
     for row, text in enumerate(lowered):
         labels = [label.decode() for label in served["case_label"][row].numpy()]

@@ -24,7 +24,7 @@ class SubmitConfig(Config):
     project: str = option("", "Google Cloud project (vertex)")
     region: str = option("", "Vertex AI region, e.g. us-central1 (vertex)")
     pipeline_root: str = option("", "gs:// folder for the pipeline's artifacts (vertex: required)")
-    service_account: str = option("", "service account the pipeline runs as (infra/terraform creates one)")
+    service_account: str = option("", "service account the pipeline runs as (vertex: required; `terraform output service_accounts`: pipelines); its jobs run as PipelineConfig.service_accounts")
     network: str = option("", "VPC network (projects/<number>/global/networks/<name>), optional")
     labels: tuple[str, ...] = option((), "labels KEY=VALUE")
     enable_caching: bool = option(True, "reuse outputs of unchanged steps (steps that are not deterministic never cache)")
@@ -38,6 +38,9 @@ class SubmitConfig(Config):
             for name in ("project", "region", "pipeline_root"):
                 if not getattr(self, name):
                     errors.append(f"{name}: required to submit to Vertex AI")
+            if not self.service_account:
+                errors.append("service_account: required to submit to Vertex AI (the run would otherwise use the "
+                              "Compute Engine default service account), e.g. bertkeras-pipelines@P.iam.gserviceaccount.com")
             if self.pipeline_root and not self.pipeline_root.startswith("gs://"):
                 errors.append(f"pipeline_root: must be a gs:// folder for Vertex AI, got {self.pipeline_root!r}")
         elif not self.host:

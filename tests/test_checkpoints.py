@@ -128,7 +128,7 @@ def test_convert_writes_model_encoder_report(minilm_dir, tmp_path):
     ))
     assert report.parity["round_trip_max_abs_diff"] == 0.0
     assert report.parity["sequence_output_max_abs_diff"] <= TOLERANCE
-    assert sorted(os.listdir(out)) == ["config.yaml", "conversion_report.json", "encoder", "model.keras"]
+    assert sorted(os.listdir(out)) == ["_COMPLETE", "config.yaml", "conversion_report.json", "encoder", "model.keras"]
     assert json.load(open(out / "encoder" / "encoder.json"))["vocab_size"] == 30522
     model = keras.saving.load_model(str(out / "model.keras"), safe_mode=True)
     ref = np.load(os.path.join(DATA, "minilm_reference.npz"))

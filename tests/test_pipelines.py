@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 
 import numpy as np
@@ -19,6 +18,7 @@ from pipelines.config import PipelineConfig
 from pipelines.definitions import compile_pipeline, task_items
 from pipelines.submit import RetrainingSchedule, SubmitConfig, cron_errors, stage_template
 from trainer.config import ConfigError
+from conftest import GCS_PROJECT_NUMBER as PROJECT_NUMBER  # the gcs_emulator fixture's (tests/conftest.py)
 
 FULL = {
     "pipeline": "full", "corpus": "corpus.txt",
@@ -73,7 +73,8 @@ def test_every_pipeline_compiles(variant, tmp_path):
 
 def test_tpu_training_runs_as_a_vertex_custom_job(tmp_path):
     spec = _compiled(tmp_path, dict(FULL, pipeline="finetuning", pretrained_model="gs://b/model",
-                                    resources={"machine_type": "ct5lp-hightpu-4t", "replica_count": 1}))
+                                    resources={"machine_type": "ct5lp-hightpu-4t", "replica_count": 1},
+                                    service_accounts={"training": "bertkeras-training@p.iam.gserviceaccount.com"}))
     executor = spec["deploymentSpec"]["executors"]["exec-train"]
     text = json.dumps(executor)
     assert "google_cloud_pipeline_components.container.v1.custom_job.launcher" in text and "CustomJob" in text
@@ -169,33 +170,6 @@ def test_pipeline_config_checks_the_tasks_against_each_other():
     # A masked-LM task may join the fine-tuning tasks (dynamic masking of their records).
     lm = {**FULL["finetuning"], "tasks": [*FULL["finetuning"]["tasks"], {"name": "masked_lm", "kind": "masked_lm"}]}
     assert PipelineConfig.from_dict(dict(FULL, finetuning=lm)).validate().finetuning.tasks[-1].kind == "masked_lm"
-
-
-PROJECT_NUMBER = "123456789"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def gcs_emulator(monkeypatch):
-    """A real GCS server (gcp-storage-emulator) on loopback; google-cloud-storage talks to it."""
-    from gcp_storage_emulator.server import create_server  # noqa: PLC0415
-
-    port = _free_port()
-    server = create_server("127.0.0.1", port, in_memory=True, project_number=PROJECT_NUMBER)
-    server.start()
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
-    from google.auth.credentials import AnonymousCredentials  # noqa: PLC0415
-    from google.cloud import storage  # noqa: PLC0415
-
-    client = storage.Client(project="test-project", credentials=AnonymousCredentials())
-    client.create_bucket("pipelines")
-    yield client
-    server.stop()
 
 
 def test_compiled_pipeline_is_staged_to_gcs(gcs_emulator, tmp_path):
@@ -495,7 +469,7 @@ def test_kubeflow_submit_and_recurring_runs_against_a_kfp_api_server():
         server.server.shutdown()
 
 
-def test_register_uploads_the_serving_model_to_the_vertex_model_registry(vertex, monkeypatch):
+def test_register_uploads_the_serving_model_to_the_vertex_model_registry(vertex, gcs_emulator, monkeypatch):
     from google.cloud.aiplatform_v1.services.model_service.transports.grpc import ModelServiceGrpcTransport  # noqa: PLC0415
     from google.cloud.aiplatform_v1.types import Model, UploadModelResponse  # noqa: PLC0415
     from google.longrunning import operations_pb2  # noqa: PLC0415
@@ -518,6 +492,12 @@ def test_register_uploads_the_serving_model_to_the_vertex_model_registry(vertex,
     monkeypatch.setattr(ModelServiceGrpcTransport, "upload_model", property(lambda _self: upload))
     monkeypatch.setattr(ModelServiceGrpcTransport, "get_model", property(lambda _self: get_model))
     image = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-17:latest"
+    bucket = gcs_emulator.create_bucket("models")
+    bucket.blob("run-1/export/serving/saved_model.pb").upload_from_string(b"pb")
+    with pytest.raises(ValueError, match="gs://models/run-1/export: not a complete model folder"):
+        register("gs://models/run-1", "test-project", "us-central1", "kjv", image)  # no completion marker yet
+    assert not sent
+    bucket.blob("run-1/export/_COMPLETE").upload_from_string(b"{}")
     assert register("gs://models/run-1", "test-project", "us-central1", "kjv", image) == name
     model = sent[-1].model
     assert model.artifact_uri == "gs://models/run-1/export/serving" and model.display_name == "kjv"

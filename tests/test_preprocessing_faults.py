@@ -198,3 +198,23 @@ def test_counting_records_checks_every_frame():
     flipped[100] ^= 1
     with pytest.raises(ValueError, match="flipped: record 0"):
         count_tfrecords(io.BytesIO(bytes(flipped)), "flipped")
+
+
+def test_publishing_on_gcs_replaces_the_output_whole_and_a_failed_rerun_changes_nothing(gcs_emulator, corpus, vocab):
+    """The same protocol through Beam's GCS file system, against a real GCS server (the emulator)."""
+    bucket = gcs_emulator.create_bucket("corpora")
+    bucket.blob("in/kjv.txt").upload_from_filename(corpus)
+    bucket.blob("in/empty.txt").upload_from_string("\n\n")
+
+    def listing() -> dict[str, str]:
+        return {b.name: b.md5_hash for b in gcs_emulator.list_blobs("corpora", prefix="records/")}
+
+    first = run(config(["gs://corpora/in/kjv.txt"], "gs://corpora/records", vocab, num_shards=3))
+    second = run(config(["gs://corpora/in/kjv.txt"], "gs://corpora/records", vocab, num_shards=2))
+    names = {name.split("/", 1)[1] for name in listing()}
+    assert names == {*second["shards"], features.MANIFEST_FILE, features.STATISTICS_FILE, "config.yaml", "dead_letters.jsonl"}
+    assert second["records"] == first["records"] == sum(second["shards"].values()) > 0
+    before = listing()
+    with pytest.raises(PreprocessError, match="no instances"):
+        run(config(["gs://corpora/in/empty.txt"], "gs://corpora/records", vocab))
+    assert listing() == before

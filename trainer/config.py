@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -121,7 +122,7 @@ class Config:
 
     def validate(self: C, prefix: str = "") -> C:
         """Raises :class:`ConfigError` listing every invalid field (nested configs included)."""
-        errors = [prefix + e for e in self.check()]
+        errors = [prefix + e for e in _non_finite(self)] + [prefix + e for e in self.check()]
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, Config):
@@ -132,6 +133,14 @@ class Config:
         if errors:
             raise ConfigError(f"invalid {type(self).__name__}:\n" + "\n".join(f"  {e}" for e in errors))
         return self
+
+    # --- comparison ---------------------------------------------------------------------------------------
+    def differences(self, other: Config) -> dict[str, tuple[Any, Any]]:
+        """``{dotted field: (ours, other's)}`` for every leaf that differs; lists of configs are compared item by
+        item (``tasks[1].num_classes``); what only one side has is ``MISSING`` on the other."""
+        out: dict[str, tuple[Any, Any]] = {}
+        _compare(self.to_dict(), other.to_dict(), "", out)
+        return out
 
     # --- output -------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -152,6 +161,40 @@ class Config:
         """Writes the resolved config (YAML, or JSON when ``path`` ends in .json) atomically."""
         text = json.dumps(self.to_dict(), indent=2) if path.endswith(".json") else self.to_yaml()
         fileio.atomic_write_text(path, text)
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "(absent)"
+
+
+MISSING = _Missing()
+
+
+def _compare(ours: Any, theirs: Any, name: str, out: dict[str, tuple[Any, Any]]) -> None:
+    """Collects differing leaves of two ``to_dict()`` values; mappings and lists of mappings are entered."""
+    if isinstance(ours, Mapping) and isinstance(theirs, Mapping):
+        for key in list(ours) + [k for k in theirs if k not in ours]:
+            _compare(ours.get(key, MISSING), theirs.get(key, MISSING), f"{name}.{key}" if name else str(key), out)
+    elif (isinstance(ours, list) and isinstance(theirs, list) and ours + theirs
+          and all(isinstance(v, Mapping) for v in ours + theirs)):
+        for i in range(max(len(ours), len(theirs))):
+            _compare(ours[i] if i < len(ours) else MISSING, theirs[i] if i < len(theirs) else MISSING,
+                     f"{name}[{i}]", out)
+    elif ours != theirs:
+        out[name] = (ours, theirs)
+
+
+def _non_finite(config: Config) -> list[str]:
+    """NaN and infinity compare false with every bound a check() tests, so they are refused here, by name."""
+    errors = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        items = enumerate(value) if isinstance(value, tuple) else [(None, value)]
+        for i, item in items:
+            if isinstance(item, float) and not math.isfinite(item):
+                errors.append(f"{f.name}{'' if i is None else f'[{i}]'}: must be a finite number, got {item}")
+    return errors
 
 
 def load_mapping(path: str) -> dict[str, Any]:
@@ -224,9 +267,12 @@ def _coerce(hint: Any, value: Any, name: str, source: str) -> Any:
         if isinstance(value, bool):
             raise ConfigError(f"{source}: field {name!r} must be a number, got {value!r}")
         try:
-            return float(value)
-        except (TypeError, ValueError):
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{source}: field {name!r} must be a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{source}: field {name!r} must be a finite number, got {value!r}")
+        return number
     if base is str:
         if not isinstance(value, str):
             raise ConfigError(f"{source}: field {name!r} must be a string, got {value!r}")

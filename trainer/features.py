@@ -54,6 +54,10 @@ METRICS_FILE = "metrics.json"
 CHECKPOINT_DIR = "checkpoints"
 EXPORT_DIR = "export"
 SERVING_DIR = "serving"
+CONVERSION_REPORT_FILE = "conversion_report.json"
+# Written last into the model folders our tools write (an export, a conversion, a registered copy): readers
+# refuse such a folder (it holds TRAINING_CONFIG_FILE or CONVERSION_REPORT_FILE) without it.
+COMPLETE_FILE = "_COMPLETE"
 
 
 class DataError(ValueError):

@@ -11,7 +11,8 @@ RUN pip install --require-hashes -r requirements.lock
 COPY trainer ./trainer
 COPY components ./components
 COPY pipelines ./pipelines
-RUN pip install --no-deps . && useradd --create-home --uid 10001 bertkeras && chown -R bertkeras /opt/bertkeras
+# The project itself, built offline by the locked setuptools: nothing outside the hash-checked lock is installed.
+RUN pip install --no-deps --no-build-isolation --no-index . && useradd --create-home --uid 10001 bertkeras && chown -R bertkeras /opt/bertkeras
 
 USER 10001
 ENTRYPOINT ["/opt/apache/beam/boot"]

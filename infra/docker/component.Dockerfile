@@ -13,7 +13,8 @@ RUN python -m venv /opt/venv \
 COPY trainer ./trainer
 COPY components ./components
 COPY pipelines ./pipelines
-RUN /opt/venv/bin/pip install --no-deps . && chown -R bertkeras /opt/bertkeras
+# The project itself, built offline by the locked setuptools: nothing outside the hash-checked locks is installed.
+RUN /opt/venv/bin/pip install --no-deps --no-build-isolation --no-index . && chown -R bertkeras /opt/bertkeras
 # KFP's lightweight-component launcher calls `python3`.
 ENV PATH=/opt/venv/bin:$PATH
 

@@ -5,11 +5,11 @@
 #   cpu (default): BASE_IMAGE=python:3.11.7-slim-bookworm
 #   gpu:           BASE_IMAGE=nvidia/cuda:12.5.1-cudnn-runtime-ubuntu22.04 TF_VARIANT=gpu
 #   tpu (TPU VM):  TF_VARIANT=tpu (adds libtpu for TPUStrategy on Cloud TPU VMs)
+# The gpu and tpu extras come hash-locked from infra/requirements-gpu.lock and infra/requirements-tpu.lock.
 ARG BASE_IMAGE=python:3.11.7-slim-bookworm
 FROM ${BASE_IMAGE}
 
 ARG TF_VARIANT=cpu
-ARG LIBTPU_VERSION=0.0.21
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 TF_CPP_MIN_LOG_LEVEL=2
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
@@ -21,16 +21,17 @@ RUN if ! command -v python3.11 >/dev/null; then \
 
 RUN useradd --create-home --uid 10001 bertkeras
 WORKDIR /opt/bertkeras
-COPY requirements.lock requirements-nodeps.lock pyproject.toml README.md ./
-RUN python -m venv /opt/venv \
+COPY requirements.lock requirements-nodeps.lock infra/requirements-gpu.lock infra/requirements-tpu.lock pyproject.toml README.md ./
+RUN case "${TF_VARIANT}" in cpu|gpu|tpu) ;; *) echo "TF_VARIANT must be cpu, gpu or tpu, got ${TF_VARIANT}" >&2; exit 1;; esac \
+    && python -m venv /opt/venv \
     && /opt/venv/bin/pip install --require-hashes -r requirements.lock \
     && /opt/venv/bin/pip install --no-deps --require-hashes -r requirements-nodeps.lock \
-    && if [ "${TF_VARIANT}" = "gpu" ]; then /opt/venv/bin/pip install "tensorflow[and-cuda]==2.21.0"; fi \
-    && if [ "${TF_VARIANT}" = "tpu" ]; then /opt/venv/bin/pip install "libtpu==${LIBTPU_VERSION}"; fi
+    && if [ "${TF_VARIANT}" != "cpu" ]; then /opt/venv/bin/pip install --require-hashes -r "requirements-${TF_VARIANT}.lock"; fi
 COPY trainer ./trainer
 COPY components ./components
 COPY pipelines ./pipelines
-RUN /opt/venv/bin/pip install --no-deps . && chown -R bertkeras /opt/bertkeras
+# The project itself, built offline by the locked setuptools: nothing outside the hash-checked locks is installed.
+RUN /opt/venv/bin/pip install --no-deps --no-build-isolation --no-index . && chown -R bertkeras /opt/bertkeras
 ENV PATH=/opt/venv/bin:$PATH
 
 USER 10001

@@ -17,9 +17,6 @@ output "image_repository" {
 }
 
 output "service_accounts" {
-  value = {
-    pipelines = google_service_account.pipelines.email
-    dataflow  = google_service_account.dataflow.email
-    training  = google_service_account.training.email
-  }
+  description = "SubmitConfig.service_account (pipelines), PipelineConfig.service_accounts (training, dataflow), gcloud builds submit --service-account (build)"
+  value       = { for name, account in google_service_account.accounts : name => account.email }
 }

@@ -4,13 +4,20 @@ The conversion is verified twice: a round trip (our weights written back in the 
 again must equal the source tensors exactly; BERT formats), and, when reference outputs are given (an
 ``.npz`` of inputs and a third-party implementation's outputs), output parity at every non-padded position;
 the step fails when the maximum absolute difference exceeds ``parity_tolerance``. Outputs are written only
-after both checks pass, each file atomically.
+after both checks pass, each file atomically, and the completion marker last (model folders without it are
+refused by the loaders, :mod:`trainer.model.saving`).
+
+Remote checkpoints (``gs://``) are read the one way our code reads remote files (:mod:`trainer.fileio`): the
+checkpoint's files (only those the converters read) are copied into a local temporary folder, then converted
+from there; errors name the remote paths.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import re
 import tempfile
 from typing import Literal
 
@@ -20,11 +27,11 @@ from trainer import features, fileio
 from trainer.checkpoints import bert, openai_gpt
 from trainer.checkpoints.common import CheckpointError, ConversionReport
 from trainer.config import Config, option
-from trainer.features import ENCODER_DIR, MODEL_FILE
+from trainer.features import COMPLETE_FILE, ENCODER_DIR, MODEL_FILE
 from trainer.model.saving import save_model
 
 SourceFormat = Literal["auto", "google_tf1", "huggingface", "openai_gpt"]
-REPORT_FILE = "conversion_report.json"
+REPORT_FILE = features.CONVERSION_REPORT_FILE
 
 # Reference-output names used by HF / Google dumps -> our output names.
 REFERENCE_OUTPUTS = {
@@ -57,6 +64,41 @@ class ConvertConfig(Config):
         if self.parity_tolerance <= 0:
             errors.append(f"parity_tolerance: must be > 0, got {self.parity_tolerance}")
         return errors
+
+
+# The files the converters read from a checkpoint folder (a remote folder's other files are not copied).
+CHECKPOINT_FILES = re.compile(
+    r"(model\.safetensors|config\.json|bert_config\.json|vocab\.txt|params_shapes\.json|params_\d+\.npy"
+    r"|encoder_bpe_40000\.json|vocab_40000\.bpe|.+\.index|.+\.data-\d+-of-\d+)")
+
+
+def _local_copy(config: ConvertConfig, tmp: str) -> tuple[ConvertConfig, dict[str, str]]:
+    """``config`` with each remote path replaced by a local copy under ``tmp`` (for a checkpoint folder, file or
+    TF1 prefix: the files of its folder the converters read, and the one named); -> it and {local: remote}."""
+    changes, names = {}, {}
+    if fileio.is_remote(config.source):
+        source = config.source.rstrip("/")
+        folder, name = source, ""
+        if not fileio.list_files(source):  # not a folder: a file or a TF1 prefix in one
+            folder, name = source.rsplit("/", 1)
+            if not any(rel == name or rel.startswith(name + ".") for rel in fileio.list_files(folder)):
+                raise CheckpointError(f"{config.source}: not found (no such file, folder or TF1 checkpoint prefix)")
+        local = os.path.join(tmp, "checkpoint")
+        fileio.copy_to_local(folder, local, lambda rel: "/" not in rel and (
+            rel == name or CHECKPOINT_FILES.fullmatch(rel) is not None))
+        os.makedirs(local, exist_ok=True)
+        changes["source"], names[local] = os.path.join(local, name) if name else local, folder
+    for field in ("config_file", "vocab_file", "merges_file", "reference_outputs"):
+        path = getattr(config, field)
+        if path and fileio.is_remote(path):
+            if not fileio.exists(path):
+                raise CheckpointError(f"{field}: {path}: file not found")
+            local = os.path.join(tmp, field, path.rstrip("/").rsplit("/", 1)[-1])
+            os.makedirs(os.path.dirname(local), exist_ok=True)
+            with open(local, "wb") as f:
+                f.write(fileio.read_bytes(path))
+            changes[field], names[local] = local, path
+    return dataclasses.replace(config, **changes), names
 
 
 def detect_format(source: str) -> str:
@@ -165,6 +207,26 @@ def reference_parity(model, reference_file: str, tolerance: float, report: Conve
 
 def convert(config: ConvertConfig) -> ConversionReport:
     config.validate()
+    if not any(fileio.is_remote(p) for p in (config.source, config.config_file, config.vocab_file,
+                                             config.merges_file, config.reference_outputs)):
+        return _convert(config)
+    with tempfile.TemporaryDirectory(prefix="bertkeras-convert-") as tmp:
+        local, remote_names = _local_copy(config, tmp)
+        try:
+            return _convert(local, remote=config, remote_names=remote_names)
+        except CheckpointError as err:  # name the remote files, not their temporary copies
+            raise CheckpointError(_remote_names(str(err), remote_names)) from None
+
+
+def _remote_names(text: str, names: dict[str, str]) -> str:
+    for local, remote in sorted(names.items(), key=lambda item: -len(item[0])):
+        text = text.replace(local, remote)
+    return text
+
+
+def _convert(config: ConvertConfig, remote: ConvertConfig | None = None,
+             remote_names: dict[str, str] | None = None) -> ConversionReport:
+    """Converts from local files; ``remote``: the config as given, whose paths the report and config.yaml keep."""
     model, tconfig, report, encoder = load_source(config)
     if report.source_format == bert.TF1_FORMAT:
         round_trip(model, tconfig, report, bert.read_tf1(report.source)[0])
@@ -174,10 +236,19 @@ def convert(config: ConvertConfig) -> ConversionReport:
         report.notes.append("round trip: no writer for the GPT-1 release format")
     if config.reference_outputs:
         reference_parity(model, config.reference_outputs, config.parity_tolerance, report)
+    if remote is not None:
+        report.source = _remote_names(report.source, remote_names or {})
+        report.notes = [_remote_names(note, remote_names or {}) for note in report.notes]
+        config = remote
+    # The report first (it marks the folder as a conversion: readers then refuse it until the marker is there),
+    # the marker last; an earlier conversion's marker goes before anything is rewritten.
+    marker = fileio.join(config.output_dir, COMPLETE_FILE)
+    fileio.remove(marker, missing_ok=True)
     fileio.makedirs(config.output_dir)
+    report.save(fileio.join(config.output_dir, REPORT_FILE))
     save_model(model, fileio.join(config.output_dir, MODEL_FILE))
     if encoder is not None:
         encoder.save(fileio.join(config.output_dir, ENCODER_DIR))
     config.save(fileio.join(config.output_dir, "config.yaml"))
-    report.save(fileio.join(config.output_dir, REPORT_FILE))
+    fileio.atomic_write_text(marker, json.dumps({"converted_from": report.source}) + "\n")
     return report

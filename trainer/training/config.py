@@ -22,6 +22,17 @@ class TrainingError(RuntimeError):
     """The run cannot start or continue; the message says why."""
 
 
+# Fields a resumed run may change (``on_existing=resume``): how long it trains (``steps``, raised to train longer:
+# the learning rate then decays over the new length), how often it logs, checkpoints, evaluates and exports,
+# and how it runs (the strategy and compilation give the same weights). Everything else must match the run's
+# saved training_config.yaml. A name covers its sub-fields.
+CHANGEABLE_ON_RESUME = (
+    "on_existing", "output_dir", "steps", "checkpoint_every", "keep_checkpoints", "log_every", "eval_batches",
+    "export", "max_seq_length", "data.eval", "data.verify_records", "runtime.strategy", "runtime.tpu",
+    "runtime.cpu_devices", "runtime.xla", "runtime.steps_per_loop", "runtime.last_block_at_read_positions",
+)
+OnExisting = Literal["resume", "fresh", "override"]
+
 PRETRAINING_TASKS = (TaskConfig(name="masked_lm", kind="masked_lm"), TaskConfig(name="next_sentence", kind="next_sentence"))
 
 
@@ -116,6 +127,14 @@ class TrainConfig(Config):
     """`bertkeras train` / `python -m trainer train`: multi-task pretraining and/or fine-tuning."""
 
     output_dir: str = option("", "checkpoints, TensorBoard logs, metrics.json, the exported model")
+    on_existing: OnExisting = option(
+        "resume", "when output_dir already holds a run: resume: continue it from its last checkpoint, refused "
+        "unless this config matches its training_config.yaml (it may change only: "
+        + ", ".join(f for f in CHANGEABLE_ON_RESUME if f not in ("on_existing", "output_dir"))
+        + "; steps not below the checkpoint's step); a finished run is reported complete and left as it is. "
+        "fresh: move the old run aside to <output_dir>.previous-<time> (local folders only) and start at step 0. "
+        "override: continue its checkpoint under this config anyway; the old config is kept as "
+        "training_config.step-<N>.yaml and the changed fields are recorded in metrics.json (config_overrides)")
     init_from: str = option("", "start from a model folder (model.keras, e.g. `bertkeras convert` output or a previous run's export)")
     encoder_dir: str = option("", "encoder assets for the serving export and the fingerprint check (default: <init_from>/encoder)")
     model: TransformerConfig = option(TransformerConfig(), "encoder sizes (ignored with init_from: the model's own)")

@@ -74,11 +74,18 @@ def _compression(path: str) -> str:
     return "GZIP" if path.endswith(".gz") else ""
 
 
-def _first_record(files: list[str], compression: str) -> tuple[str, tf.train.Example]:
+def _missing_shard(path: str, manifest_path: str | None) -> DataError:
+    where = f", which {manifest_path} lists" if manifest_path else ""
+    return DataError(f"{path}: shard not found{where} (the records are incomplete: rerun the preprocessing step)")
+
+
+def _first_record(files: list[str], compression: str, manifest_path: str | None = None) -> tuple[str, tf.train.Example]:
     """The first record of the first shard that has one (an empty shard is valid output)."""
     for path in files:
         try:
             record = next(iter(tf.data.TFRecordDataset(path, compression_type=compression).take(1)), None)
+        except tf.errors.NotFoundError:
+            raise _missing_shard(path, manifest_path) from None
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as err:
             raise DataError(f"{path}: not a readable TFRecord file ({err.message.splitlines()[0]})") from None
         if record is None:
@@ -112,14 +119,21 @@ def _kind(lengths: dict[str, int], where: str) -> str:
 
 def inspect_source(spec: str) -> Source:
     """Finds the shards of a source and reads its first record (features and their lengths)."""
-    manifest = None
+    manifest = manifest_path = None
     if _isdir(spec):
         folder = spec.rstrip("/")
         manifest_path = fileio.join(folder, features.MANIFEST_FILE)
         if fileio.exists(manifest_path):
             manifest = json.loads(fileio.read_text(manifest_path))
             files = [fileio.join(folder, name) for name in sorted(manifest.get("shards", {}))]
+            present = {f.rsplit("/", 1)[-1] for f in _glob(fileio.join(folder, "*"))}
+            missing = [f for f in files if f.rsplit("/", 1)[-1] not in present]
+            if missing:
+                names = ", ".join(f.rsplit("/", 1)[-1] for f in missing[:5]) + (" ..." if len(missing) > 5 else "")
+                raise DataError(f"{manifest_path}: lists {len(missing)} shard(s) that are missing from {folder}: "
+                                f"{names} (the records are incomplete: rerun the preprocessing step)")
         else:
+            manifest_path = None
             files = [f for f in _glob(fileio.join(folder, "*")) if ".tfrecord" in f.rsplit("/", 1)[-1]]
         if not files:
             raise DataError(f"{spec}: no TFRecord shards in this folder")
@@ -130,9 +144,9 @@ def inspect_source(spec: str) -> Source:
         folder = files[0].rsplit("/", 1)[0] if "/" in files[0] else "."
         candidate = fileio.join(folder, features.MANIFEST_FILE)
         if fileio.exists(candidate):
-            manifest = json.loads(fileio.read_text(candidate))
+            manifest, manifest_path = json.loads(fileio.read_text(candidate)), candidate
     compression = _compression(files[0])
-    first, example = _first_record(files, compression)
+    first, example = _first_record(files, compression, manifest_path)
     lengths = _lengths(example)
     kind = _kind(lengths, first)
     return Source(spec, files, compression, kind, lengths, manifest, folder)
@@ -143,10 +157,13 @@ def verify_shards(source: Source) -> dict[str, int]:
     and so are counts that disagree with the manifest."""
     counts = {}
     expected = (source.manifest or {}).get("shards", {})
+    manifest_path = fileio.join(source.folder, features.MANIFEST_FILE) if source.manifest is not None else None
     for path in source.files:
         try:
             n = int(tf.data.TFRecordDataset(path, compression_type=source.compression)
                     .reduce(tf.constant(0, tf.int64), lambda c, _: c + 1).numpy())
+        except tf.errors.NotFoundError:
+            raise _missing_shard(path, manifest_path) from None
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as err:
             raise DataError(f"{path}: corrupt TFRecord file ({err.message.splitlines()[0]})") from None
         name = path.rsplit("/", 1)[-1]

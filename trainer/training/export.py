@@ -68,17 +68,6 @@ class ServingModule(tf.Module):
         return self._run([text, text_b])
 
 
-def _save_tree(build, final: str) -> None:
-    """Writes a folder beside ``final`` then swaps it in, so a reader never sees half a SavedModel."""
-    staging = final.rstrip("/") + ".partial"
-    if tf.io.gfile.exists(staging):
-        tf.io.gfile.rmtree(staging)
-    build(staging)
-    if tf.io.gfile.exists(final):
-        tf.io.gfile.rmtree(final)
-    tf.io.gfile.rename(staging, final)
-
-
 def serving_copy(model) -> keras.Model:
     """The trained model in float32 (the training policy may be mixed) with the full last block (training may
     have run it at the heads' positions only): the same backbone class and tasks, the trained weights."""
@@ -95,33 +84,39 @@ def serving_copy(model) -> keras.Model:
 
 
 def export_model(model, config: TrainConfig, layout, encoder_dir: str | None) -> dict:
-    """Writes <output_dir>/export/: model.keras, serving/ (SavedModel), encoder/, labels, the training config."""
+    """Publishes <output_dir>/export/ whole (:func:`trainer.fileio.publish_folder`: written beside it, the
+    completion marker last, then swapped in): model.keras, serving/ (SavedModel), encoder/, labels, the
+    training config. A failed export leaves the previous one as it was."""
+    out = fileio.join(config.output_dir, features.EXPORT_DIR)
+    serving_model = serving_copy(model)
+    served = fileio.publish_folder(out, lambda staging: _write_export(staging, serving_model, model.tasks, config,
+                                                                       layout, encoder_dir),
+                                   features.COMPLETE_FILE)
+    if served is None:
+        return {"dir": out, "model": fileio.join(out, features.MODEL_FILE), "serving": None,
+                "note": "no encoder assets (encoder_dir / init_from/encoder): no raw-string SavedModel"}
+    return {"dir": out, "model": fileio.join(out, features.MODEL_FILE),
+            "serving": fileio.join(out, features.SERVING_DIR), "max_seq_length": served}
+
+
+def _write_export(folder: str, serving_model, tasks, config: TrainConfig, layout, encoder_dir: str | None) -> int | None:
+    """Writes the export's files into ``folder``; -> the SavedModel's tokens per text (None: no SavedModel)."""
     from trainer.text.factory import load_encoder  # noqa: PLC0415
 
-    out = fileio.join(config.output_dir, features.EXPORT_DIR)
-    fileio.makedirs(out)
-    serving_model = serving_copy(model)
-    save_model(serving_model, fileio.join(out, features.MODEL_FILE))
-    config.save(fileio.join(out, features.TRAINING_CONFIG_FILE))
-    for task in model.tasks:
+    config.save(fileio.join(folder, features.TRAINING_CONFIG_FILE))
+    save_model(serving_model, fileio.join(folder, features.MODEL_FILE))
+    for task in tasks:
         if task.has_label_names and task.label_names:
-            fileio.atomic_write_text(fileio.join(out, task.name + features.LABELS_FILE_SUFFIX),
+            fileio.atomic_write_text(fileio.join(folder, task.name + features.LABELS_FILE_SUFFIX),
                                      "\n".join(task.label_names) + "\n")
-    result = {"dir": out, "model": fileio.join(out, features.MODEL_FILE)}
     if encoder_dir is None:
-        result["serving"] = None
-        result["note"] = "no encoder assets (encoder_dir / init_from/encoder): no raw-string SavedModel"
-        return result
+        return None
     encoder = load_encoder(encoder_dir)
-    if fileio.join(out, features.ENCODER_DIR) != encoder_dir.rstrip("/"):
-        encoder.save(fileio.join(out, features.ENCODER_DIR))
+    encoder.save(fileio.join(folder, features.ENCODER_DIR))
     special = {"start": encoder.special.id("start"), "end": encoder.special.id("end")}
     seq_length = config.max_seq_length or layout.seq_length
     module = ServingModule(serving_model, encoder.tf_tokenizer(), special, seq_length)
     signatures = {"serving_default": module.serve.get_concrete_function(),
                   "text_pair": module.serve_pair.get_concrete_function()}
-    serving = fileio.join(out, features.SERVING_DIR)
-    _save_tree(lambda path: tf.saved_model.save(module, path, signatures=signatures), serving)
-    result["serving"] = serving
-    result["max_seq_length"] = seq_length
-    return result
+    tf.saved_model.save(module, fileio.join(folder, features.SERVING_DIR), signatures=signatures)
+    return seq_length

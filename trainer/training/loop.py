@@ -34,6 +34,7 @@ from trainer.training.optimizer import make_optimizer
 from trainer.training.prepare import (
     Encoder, Inputs, backbone_for, build_training_model, encoder_of, load_base_model, run_inputs, training_inputs,
 )
+from trainer.training.runs import ExistingRun, existing_run, keep_overridden_config, move_aside
 from trainer.training.step import make_step
 from trainer.training.strategy import any_worker, is_chief, make_strategy, precision_policy, strategy_kind
 
@@ -83,9 +84,18 @@ def train(config: TrainConfig, backbone: keras.Model | None = None) -> dict:
     """Runs (or resumes) a training run; -> the final metrics (also written to ``metrics.json``).
 
     ``backbone``: any Keras model honouring the backbone contract (:mod:`trainer.model.backbone`) to train
-    instead of ``config.model`` / ``config.init_from``'s."""
-    run = _set_up(config.validate(), backbone)
+    instead of ``config.model`` / ``config.init_from``'s. A run already in ``output_dir`` is resumed, refused,
+    moved aside or overridden as ``config.on_existing`` says (:func:`trainer.training.runs.existing_run`)."""
+    existing = existing_run(config.validate())
+    if existing.action == "complete":
+        log.warning("%s: the run is already complete (step %d of %d): nothing trained, its metrics.json and export "
+                    "are left as they are. Raise steps to train longer, run `export` to export it again, or set "
+                    "on_existing=fresh to start a new run", config.output_dir, existing.checkpoint_step, config.steps)
+        return {**existing.previous_metrics, "already_complete": True}
+    run = _set_up(config, backbone, existing)
     result = _train_steps(run)
+    earlier = (existing.previous_metrics or {}).get("history", [])
+    result["history"] = [h for h in earlier if h.get("step", 0) <= run.start_step] + result["history"]
     if result["preempted"]:
         log.warning("stopped by SIGTERM at step %d; checkpoint written, rerun to resume", result["step"])
         return result
@@ -102,10 +112,20 @@ def train(config: TrainConfig, backbone: keras.Model | None = None) -> dict:
     return result
 
 
-def _set_up(config: TrainConfig, backbone: keras.Model | None) -> _Run:
-    """Strategy and precision, the encoder, the base model, every source checked (evaluation sources too,
-    before the first step), the model and optimizer, and the restored checkpoint if there is one."""
+def _set_up(config: TrainConfig, backbone: keras.Model | None, existing: ExistingRun) -> _Run:
+    """Strategy and precision, the old run moved aside or its config kept (``on_existing``; the chief), the
+    encoder, the base model, every source checked (evaluation sources too, before the first step), the model
+    and optimizer, and the restored checkpoint if there is one."""
     strategy = make_strategy(config.runtime)
+    chief = is_chief(strategy)
+    existing_report = {}
+    if chief and existing.action == "fresh":
+        existing_report["moved_aside"] = move_aside(config.output_dir)
+    if chief and existing.action == "override":
+        earlier = (existing.previous_metrics or {}).get("config_overrides", [])
+        existing_report["config_overrides"] = [*earlier, keep_overridden_config(config.output_dir, existing)]
+    elif existing.previous_metrics and existing.previous_metrics.get("config_overrides"):
+        existing_report["config_overrides"] = existing.previous_metrics["config_overrides"]
     kind = strategy_kind(strategy)
     policy = precision_policy(config.runtime, kind)
     keras.mixed_precision.set_global_policy(policy)
@@ -123,10 +143,10 @@ def _set_up(config: TrainConfig, backbone: keras.Model | None) -> _Run:
         if config.data.eval:
             eval_inputs = run_inputs(config, config.data.eval, backbone, encoder, "data.eval", tasks=inputs.tasks)
         model, init_report = build_training_model(config, inputs.tasks, backbone, base)
+        init_report = {**existing_report, **init_report}
         optimizer = make_optimizer(config, policy)
         optimizer.build(model.trainable_variables)
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
-    chief = is_chief(strategy)
     checkpoint_dir = fileio.join(config.output_dir, features.CHECKPOINT_DIR)
     if not chief:  # every worker writes (collectives); only the chief's copy is kept
         checkpoint_dir = tempfile.mkdtemp(prefix="bertkeras-worker-ckpt-")
@@ -135,6 +155,8 @@ def _set_up(config: TrainConfig, backbone: keras.Model | None) -> _Run:
     restored = manager.restore_or_initialize() if manager.latest_checkpoint else None
     if restored:
         log.info("resumed from %s at step %d", restored, int(optimizer.iterations.numpy()))
+        if int(optimizer.iterations.numpy()) >= config.steps:
+            log.info("the checkpoint is at the last step: finishing the run (evaluation, export, metrics.json)")
     if chief:
         fileio.makedirs(config.output_dir)
         config.save(fileio.join(config.output_dir, features.TRAINING_CONFIG_FILE))

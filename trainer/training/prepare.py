@@ -10,7 +10,7 @@ import keras
 
 from trainer import features, fileio
 from trainer.model.backbone import Transformer
-from trainer.model.saving import load_model
+from trainer.model.saving import load_model, load_model_folder
 from trainer.tasks import DynamicMasking, Task, make_tasks
 from trainer.tasks.model import TaskModel, backbone_of, build_model, rebuild_backbone, transfer_weights
 from trainer.training import data as data_lib
@@ -50,10 +50,16 @@ def encoder_of(encoder_dir: str, init_from: str = "") -> Encoder:
 
 
 def load_base_model(init_from: str) -> keras.Model:
-    path = init_from if init_from.endswith(".keras") else fileio.join(init_from, features.MODEL_FILE)
-    if not fileio.exists(path):
-        raise TrainingError(f"init_from: {path} not found (expected a folder with {features.MODEL_FILE})")
-    return load_model(path)
+    """A model folder's model (refused while one of our exports or conversions there is incomplete,
+    :func:`trainer.model.saving.require_complete`), or one ``.keras`` file."""
+    if init_from.endswith(".keras"):
+        if not fileio.exists(init_from):
+            raise TrainingError(f"init_from: {init_from} not found")
+        return load_model(init_from)
+    if not fileio.exists(fileio.join(init_from, features.MODEL_FILE)):
+        raise TrainingError(f"init_from: {fileio.join(init_from, features.MODEL_FILE)} not found (expected a "
+                            f"folder with {features.MODEL_FILE})")
+    return load_model_folder(init_from)
 
 
 def backbone_for(config: TrainConfig, base: keras.Model | None, backbone: keras.Model | None = None) -> keras.Model:

@@ -1,19 +1,127 @@
-"""Operations on a finished (or interrupted) run: evaluate an exported model, export from the last checkpoint."""
+"""Operations on a finished (or interrupted) run: what a new ``train`` into its folder may do with it
+(``on_existing``), evaluate an exported model, export from the last checkpoint."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
+import os
+import time
 
 import tensorflow as tf
 
 from trainer import features, fileio
-from trainer.config import load_mapping
+from trainer.config import MISSING, ConfigError, load_mapping
+from trainer.model.saving import require_complete
 from trainer.training import data as data_lib
-from trainer.training.config import EvaluateConfig, TrainConfig, TrainingError
+from trainer.training.config import CHANGEABLE_ON_RESUME, EvaluateConfig, TrainConfig, TrainingError
 from trainer.training.metrics import evaluate
 from trainer.training.prepare import (
     backbone_for, build_training_model, encoder_of, load_base_model, run_inputs, training_inputs,
 )
+
+
+log = logging.getLogger("bertkeras.train")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExistingRun:
+    """What ``output_dir`` holds and what ``on_existing`` makes of it.
+
+    action: ``new`` (nothing there), ``resume``, ``complete`` (finished at ``steps``: nothing to do), ``fresh``
+    (move it aside first) or ``override`` (resume under a changed config, ``changes`` recorded)."""
+
+    action: str
+    checkpoint_step: int = 0
+    previous_metrics: dict | None = None
+    changes: tuple[str, ...] = ()
+
+
+def existing_run(config: TrainConfig) -> ExistingRun:
+    """Checks ``config`` against the run already in ``output_dir`` (reads only; every worker may call it).
+    Refused: a resume under another config (the error lists every differing field), and ``steps`` below the
+    step the run reached."""
+    out = config.output_dir
+    config_path = fileio.join(out, features.TRAINING_CONFIG_FILE)
+    metrics_path = fileio.join(out, features.METRICS_FILE)
+    step = checkpoint_step(out)
+    holds = [name for name in (features.TRAINING_CONFIG_FILE, features.METRICS_FILE, features.EXPORT_DIR)
+             if fileio.exists(fileio.join(out, name))] + ([features.CHECKPOINT_DIR] if step else [])
+    if not holds:
+        return ExistingRun("new")
+    if config.on_existing == "fresh":
+        return ExistingRun("fresh", step)
+    saved, problem = _saved_config(config_path, holds)
+    changes = [] if saved is None else [
+        f"{name}: {_show(old)} -> {_show(new)}" for name, (old, new) in saved.differences(config).items()
+        if not any(name == f or name.startswith((f + ".", f + "[")) for f in CHANGEABLE_ON_RESUME)]
+    if config.on_existing == "resume" and (problem or changes):
+        detail = problem or "it was trained with another config; fields that differ (saved -> now):\n  " + "\n  ".join(changes)
+        raise TrainingError(
+            f"{out} holds a training run and on_existing=resume: {detail}\nUse the run's config to resume it, "
+            f"on_existing=fresh to start a new run (the old one is moved aside), on_existing=override to continue "
+            f"its checkpoint under this config (recorded), or another output_dir.")
+    if step > config.steps:
+        raise TrainingError(f"steps: {config.steps} is below step {step}, which the run in {out} already reached "
+                            f"(give steps >= {step}, or on_existing=fresh)")
+    previous = json.loads(fileio.read_text(metrics_path)) if fileio.exists(metrics_path) else None
+    if config.on_existing == "override" and (problem or changes):
+        return ExistingRun("override", step, previous, tuple(changes) or (problem,))
+    if step >= config.steps and previous is not None:
+        return ExistingRun("complete", step, previous)
+    return ExistingRun("resume", step, previous)
+
+
+def checkpoint_step(output_dir: str) -> int:
+    """The step of the run's latest checkpoint (``ckpt-<step>``, as the loop names them); 0 without one."""
+    latest = tf.train.latest_checkpoint(fileio.join(output_dir, features.CHECKPOINT_DIR))
+    return int(latest.rsplit("-", 1)[1]) if latest else 0
+
+
+def _saved_config(path: str, holds: list[str]) -> tuple[TrainConfig | None, str]:
+    if not fileio.exists(path):
+        return None, f"it has {', '.join(holds)} but no {features.TRAINING_CONFIG_FILE} to compare this config with"
+    try:
+        return TrainConfig.from_dict(load_mapping(path), source=path), ""
+    except ConfigError as err:
+        return None, f"its {path} cannot be read as a training config ({err})"
+
+
+def _show(value) -> str:
+    return repr(value) if value is MISSING or isinstance(value, (str, dict)) else str(value)
+
+
+def move_aside(output_dir: str) -> str:
+    """``on_existing=fresh``: renames the old run to ``<output_dir>.previous-<time>``; -> the new name. Nothing
+    is deleted; object stores cannot rename a folder in one step, so there it is refused."""
+    if fileio.is_remote(output_dir):
+        raise TrainingError(f"on_existing=fresh: {output_dir} is remote, where a run cannot be moved aside in one "
+                            f"step; give another output_dir, or move or delete the old run yourself")
+    base = os.path.abspath(output_dir)
+    target = f"{base}.previous-{time.strftime('%Y%m%d-%H%M%S')}"
+    n = 1
+    while os.path.lexists(target):
+        target, n = f"{base}.previous-{time.strftime('%Y%m%d-%H%M%S')}-{n}", n + 1
+    try:
+        os.rename(base, target)
+    except OSError as err:
+        raise TrainingError(f"on_existing=fresh: cannot move {output_dir} aside ({err}); move it yourself, or give "
+                            f"another output_dir") from None
+    log.warning("on_existing=fresh: moved the previous run in %s to %s", output_dir, target)
+    return target
+
+
+def keep_overridden_config(output_dir: str, existing: ExistingRun) -> dict:
+    """``on_existing=override``: keeps the old config beside the new one; -> the record for metrics.json."""
+    saved = fileio.join(output_dir, features.TRAINING_CONFIG_FILE)
+    kept = fileio.join(output_dir, f"training_config.step-{existing.checkpoint_step}.yaml")
+    if fileio.exists(saved):
+        fileio.atomic_write_bytes(kept, fileio.read_bytes(saved))
+    log.warning("on_existing=override: continuing %s at step %d under a changed config:\n  %s", output_dir,
+                existing.checkpoint_step, "\n  ".join(existing.changes))
+    return {"at_step": existing.checkpoint_step, "changes": list(existing.changes),
+            "previous_config": kept if fileio.exists(saved) else None}
 
 
 def _run_config(folder: str) -> TrainConfig:
@@ -26,6 +134,7 @@ def _run_config(folder: str) -> TrainConfig:
 def evaluate_run(config: EvaluateConfig) -> dict:
     """Per-task metrics of ``<model_dir>/model.keras`` on records (default: the run's evaluation sources)."""
     config.validate()
+    require_complete(config.model_dir)
     run = _run_config(config.model_dir)
     specs = config.data or run.data.eval
     if not specs:
