@@ -430,3 +430,34 @@ def test_register_local_accepts_plain_names(exported, tmp_path):
     from components.pipeline_steps import register_local  # noqa: PLC0415
 
     assert register_local(str(exported["run"]), str(tmp_path), "kjv-v2.1_b") == str(tmp_path / "kjv-v2.1_b" / "v1")
+
+
+# --- evaluation sources are checked before the first step --------------------------------------------------------
+def _causal_records(path, n=4, length=16):
+    """Records with only input_ids / input_mask: no masked-LM or next-sentence targets."""
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for i in range(n):
+            example = tf.train.Example(features=tf.train.Features(feature={
+                name: tf.train.Feature(int64_list=tf.train.Int64List(value=[i + 1] * length))
+                for name in (features.INPUT_IDS, features.INPUT_MASK)}))
+            writer.write(example.SerializeToString())
+
+
+@pytest.mark.parametrize("problem", ["lacks the tasks' features", "corrupt shard"])
+def test_evaluation_sources_are_checked_before_the_first_step(tmp_path, problem):
+    folder = tmp_path / "eval"
+    folder.mkdir()
+    if problem == "corrupt shard":  # Google's records (MLM + NSP at 128), the last one cut short
+        data = open(os.path.join(DATA, "google_cpd_sample.tfrecord"), "rb").read()
+        (folder / "part-0.tfrecord").write_bytes(data[:-7])
+        config = tiny_config(tmp_path / "run", f"data.eval=[{folder}]", "data.verify_records=true",
+                             "data.synthetic_seq_length=128", "data.synthetic_predictions=20",
+                             "model.max_positions=128", "model.vocab_size=30522")
+        expected = "part-0.tfrecord: corrupt TFRecord file"
+    else:
+        _causal_records(folder / "part-0.tfrecord")
+        config = tiny_config(tmp_path / "run", f"data.eval=[{folder}]")
+        expected = "data.eval: no source has the features of task"
+    with pytest.raises(DataError, match=expected):
+        train(config)
+    assert not (tmp_path / "run" / features.CHECKPOINT_DIR).exists()  # refused before any training step

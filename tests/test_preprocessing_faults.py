@@ -15,7 +15,16 @@ import pytest
 import tensorflow as tf
 
 from components.corpora import kjv_chapters
-from components.preprocessing.corpus import CORRUPT_FILE, NOT_TEXT, FileRange, ReadDocuments, bounded_lines, document_key
+from components.preprocessing.corpus import (
+    CORRUPT_FILE,
+    NOT_TEXT,
+    FileRange,
+    ReadDocuments,
+    bounded_lines,
+    document_key,
+    is_corrupt_stream,
+    not_text_reason,
+)
 from components.preprocessing.examples import count_tfrecords, tfrecord_frame
 from components.preprocessing.finetuning import FinetuningDataConfig
 from components.preprocessing.finetuning import run as run_finetuning
@@ -218,3 +227,21 @@ def test_publishing_on_gcs_replaces_the_output_whole_and_a_failed_rerun_changes_
     with pytest.raises(PreprocessError, match="no instances"):
         run(config(["gs://corpora/in/empty.txt"], "gs://corpora/records", vocab))
     assert listing() == before
+
+
+def test_a_rerun_in_another_mode_leaves_nothing_of_the_earlier_output(corpus, vocab, tmp_path):
+    run(config([corpus], tmp_path, vocab, mode="pair", num_shards=1))
+    assert (tmp_path / "negative_pool.jsonl").exists()
+    single = run(config([corpus], tmp_path, vocab, mode="single", num_shards=1))
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        [*single["shards"], features.MANIFEST_FILE, features.STATISTICS_FILE, "config.yaml", "dead_letters.jsonl"])
+
+
+def test_what_counts_as_damage_and_as_not_text():
+    assert is_corrupt_stream("a.txt.gz", EOFError("Compressed file ended before the end-of-stream marker"))
+    assert is_corrupt_stream("a.txt.bz2", OSError("Invalid data stream"))
+    assert not is_corrupt_stream("a.txt.gz", ConnectionResetError("peer reset"))  # retried by Beam, not dead-lettered
+    assert not is_corrupt_stream("a.txt", OSError("Invalid data stream"))
+    assert not_text_reason("caf\xe9 cr\xe8me\n".encode("latin-1"), 0.05) is None  # short: repaired line by line
+    assert not_text_reason(("caf\xe9 " * 400).encode("latin-1"), 0.05).startswith(NOT_TEXT)  # 20% invalid
+    assert not_text_reason(b"\x7fELF\x02\x01\x01" + b"\0" * 100, 0.05).startswith(NOT_TEXT)

@@ -248,8 +248,8 @@ def publish_folder(final: str, build: Callable[[str], T], marker: str) -> T:
     (listing the folder's files) is written last, then the folder replaces ``final``; -> what ``build`` returns.
 
     Readers must refuse a folder without ``marker``. Locally the replacement is one atomic exchange of the two
-    folders (Linux ``renameat2``; two renames elsewhere), so ``final`` always holds the old complete folder or
-    the new one. Object stores cannot rename a folder in one step: the old folder's marker goes first (readers
+    folders (Linux ``renameat2``), so ``final`` always holds the old complete folder or the new one; where the
+    exchange is not available (gcsfuse) two renames, and the marker is written after them. Object stores cannot rename a folder in one step: the old folder's marker goes first (readers
     refuse it from then on), then its objects, the new ones move in, and the marker comes last. A ``build``
     that fails leaves ``final`` untouched and its staging removed; a killed one is removed by the next publish."""
     final = final.rstrip("/")
@@ -271,18 +271,24 @@ def publish_folder(final: str, build: Callable[[str], T], marker: str) -> T:
         remove_tree(staging)
         atomic_write_text(join(final, marker), contents)
         return result
-    atomic_write_text(os.path.join(staging, marker), contents)
-    if not os.path.lexists(final):
-        os.rename(staging, final)
-    elif _exchange(staging, final):
-        shutil.rmtree(staging)  # now the old folder
-    else:
+    if os.path.lexists(final):
+        atomic_write_text(os.path.join(staging, marker), contents)
+        if _exchange(staging, final):
+            shutil.rmtree(staging)  # now the old folder
+            return result
+        # No atomic exchange (e.g. gcsfuse's /gcs/ paths, where a folder rename copies object by object): the
+        # marker must come after everything else, so it leaves and is written again once the folder is in place.
+        remove(os.path.join(staging, marker))
         previous = final + ".previous"
         if os.path.lexists(previous):
             shutil.rmtree(previous)
         os.rename(final, previous)
         os.rename(staging, final)
+        atomic_write_text(os.path.join(final, marker), contents)
         shutil.rmtree(previous)
+        return result
+    os.rename(staging, final)
+    atomic_write_text(os.path.join(final, marker), contents)
     return result
 
 

@@ -34,6 +34,7 @@ from trainer.text.base import decode_utf8
 NAMESPACE = "bertkeras"
 READ_CHUNK = 256 << 10
 SNIFF_BYTES = 64 << 10
+MIN_SNIFF_BYTES = 1 << 10
 # Dead-letter reasons that name a whole file.
 UNREADABLE_FILE = "unreadable file"
 CORRUPT_FILE = "truncated or corrupt compressed file"
@@ -61,6 +62,13 @@ def is_compressed(path: str) -> bool:
     return CompressionTypes.detect_compression_type(path) != CompressionTypes.UNCOMPRESSED
 
 
+def is_corrupt_stream(path: str, err: BaseException) -> bool:
+    """Whether ``err`` says a compressed file's data is damaged (truncated, bad header or checksum), as opposed
+    to a failure to reach it: bz2 reports damage as a plain OSError; connection errors are OSError subclasses."""
+    damage = (EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile)
+    return is_compressed(path) and (isinstance(err, damage) or type(err) is OSError)
+
+
 def not_text_reason(head: bytes, max_invalid_share: float) -> str | None:
     """Why the first bytes of a file say it is not UTF-8 text, or None when it reads as text: more than
     ``max_invalid_share`` of its bytes are NULs or start invalid UTF-8 sequences (a binary file, UTF-16; a
@@ -69,6 +77,8 @@ def not_text_reason(head: bytes, max_invalid_share: float) -> str | None:
         return None
     nul = head.count(b"\0")
     invalid = head.decode("utf-8", "replace").count("\ufffd") - head.count("\ufffd".encode())
+    if len(head) < MIN_SNIFF_BYTES:  # too little text for a share: a short Latin-1 file is repaired line by line
+        invalid = 0
     if nul + invalid > max_invalid_share * len(head):
         return (f"{NOT_TEXT}: {nul} NUL bytes and {invalid} invalid UTF-8 sequences in its first {len(head)} bytes "
                 f"(over {max_invalid_share:.0%}; max_invalid_share)")
@@ -266,13 +276,13 @@ class ReadDocuments(beam.DoFn):
                 for item in self._read(handle, file_range):
                     emitted += isinstance(item, Document)
                     yield item
-        except Exception as err:  # noqa: BLE001 - e.g. a truncated gzip stream: reported by name, not fatal
-            corrupt = is_compressed(path) and isinstance(err, (EOFError, OSError, zlib.error, lzma.LZMAError))
-            (self.corrupt if corrupt else self.unreadable).inc()
+        except Exception as err:
+            if not is_corrupt_stream(path, err):
+                raise  # e.g. a network error: Beam retries the range, and a lasting failure fails the run
+            self.corrupt.inc()
             self.dead.inc()
             kept = f"; the {emitted} documents before the damage were kept" if emitted else ""
-            reason = CORRUPT_FILE if corrupt else UNREADABLE_FILE
-            yield beam.pvalue.TaggedOutput(self.DEAD, dead_letter(path, start, f"{reason}: {err}{kept}"))
+            yield beam.pvalue.TaggedOutput(self.DEAD, dead_letter(path, start, f"{CORRUPT_FILE}: {err}{kept}"))
 
     def _align(self, handle, start: int) -> int:
         """Moves to the first line start >= ``start``; returns its offset (reading in chunks: a line may be

@@ -27,6 +27,7 @@ from apache_beam.metrics import Metrics
 
 from components.preprocessing.beam_options import pipeline_options
 from components.preprocessing.corpus import (
+    CORRUPT_FILE,
     NAMESPACE,
     READ_CHUNK,
     SNIFF_BYTES,
@@ -35,14 +36,17 @@ from components.preprocessing.corpus import (
     LineNumberCache,
     ReadDocuments,
     dead_letter,
+    is_corrupt_stream,
     not_text_reason,
     open_input,
 )
 from components.preprocessing.examples import WriteRecordBatches, length_mask, serialize_examples
 from components.preprocessing.pretraining import (
     DEAD_LETTERS_FILE,
+    OnCorruptFile,
     PreprocessError,
     _counters,
+    corrupt_file_error,
     expand_inputs,
     shard_counts,
 )
@@ -78,6 +82,7 @@ class FinetuningDataConfig(Config):
     num_workers: int = option(1, "DirectRunner worker processes")
     beam_args: tuple[str, ...] = option((), "extra Beam flags")
     max_invalid_share: float = option(0.05, "a file whose first 64 KiB hold NUL bytes or more than this share of invalid UTF-8 sequences is not text: dead-lettered whole")
+    on_corrupt_file: OnCorruptFile = option("dead_letter", "a truncated or corrupt compressed file: dead-letter it by name (none of its rows are used) or fail the run, leaving the output in place untouched")
 
     def task_object(self) -> Task:
         """The task these records feed: it packs each example and names the record features."""
@@ -112,6 +117,7 @@ class ReadExamples(beam.DoFn):
         self.invalid_utf8 = Metrics.counter(NAMESPACE, "invalid_utf8_lines")
         self.not_text = Metrics.counter(NAMESPACE, "not_text_files")
         self.unreadable = Metrics.counter(NAMESPACE, "unreadable_files")
+        self.corrupt = Metrics.counter(NAMESPACE, "corrupt_files")
 
     def _lines(self, path: str, data: bytes):
         """The file's lines as text; each line with invalid UTF-8 is repaired (U+FFFD), counted and dead-lettered."""
@@ -129,12 +135,21 @@ class ReadExamples(beam.DoFn):
     def process(self, metadata):
         config, path = self.config, metadata.path
         try:
-            with open_input(path) as handle:
-                data = b"".join(iter(lambda: handle.read(READ_CHUNK), b""))  # Beam's read() stops after 16 MiB
-        except Exception as err:  # noqa: BLE001
+            handle = open_input(path)
+        except Exception as err:  # noqa: BLE001 - any failure to open is reported, not fatal
             self.unreadable.inc()
             self.dead.inc()
             yield beam.pvalue.TaggedOutput(self.DEAD, dead_letter(path, 0, f"{UNREADABLE_FILE}: {err}"))
+            return
+        try:  # labelled files are read whole (they are small next to corpora); Beam's read() stops after 16 MiB
+            with handle:
+                data = b"".join(iter(lambda: handle.read(READ_CHUNK), b""))
+        except Exception as err:
+            if not is_corrupt_stream(path, err):
+                raise  # e.g. a network error: Beam retries, a lasting failure fails the run
+            self.corrupt.inc()
+            self.dead.inc()
+            yield beam.pvalue.TaggedOutput(self.DEAD, dead_letter(path, 0, f"{CORRUPT_FILE}: {err}; no row of it was used"))
             return
         if reason := not_text_reason(data[:SNIFF_BYTES], config.max_invalid_share):
             self.not_text.inc()
@@ -338,6 +353,8 @@ def _run_staged(config: FinetuningDataConfig, encoder, files: list[str], staging
     result = pipeline.run()
     result.wait_until_finish()
     counters = _counters(result)
+    if config.on_corrupt_file == "fail" and (error := corrupt_file_error(counters, staging.file(DEAD_LETTERS_FILE))):
+        raise error
     written = staging.written_shards()
     shards = shard_counts(written, "none")
     total = sum(shards.values())

@@ -62,6 +62,9 @@ COUNTED = ("documents", "tokens", "masked_tokens", "empty_documents", "dead_lett
            "lines_too_long", "lines_without_tokens", "unreadable_files", "corrupt_files", "not_text_files")
 
 
+OnCorruptFile = Literal["dead_letter", "fail"]
+
+
 class PreprocessError(ValueError):
     """The corpus cannot be turned into records (e.g. it is empty); the message says which input."""
 
@@ -93,7 +96,7 @@ class PretrainingDataConfig(Config):
     num_workers: int = option(1, "DirectRunner worker processes (>1: multi_processing; on 2 cores one in-memory worker is faster)")
     beam_args: tuple[str, ...] = option((), "extra Beam flags, e.g. --project=p,--region=r,--temp_location=gs://b/tmp")
     max_invalid_share: float = option(0.05, "a file whose first 64 KiB hold NUL bytes or more than this share of invalid UTF-8 sequences is not text: dead-lettered whole")
-    on_corrupt_file: Literal["dead_letter", "fail"] = option("dead_letter", "a truncated or corrupt compressed file: dead-letter it by name (documents before the damage are kept and counted) or fail the run, leaving the output in place untouched")
+    on_corrupt_file: OnCorruptFile = option("dead_letter", "a truncated or corrupt compressed file: dead-letter it by name (documents before the damage are kept and counted) or fail the run, leaving the output in place untouched")
 
     def check(self) -> list[str]:
         errors = []

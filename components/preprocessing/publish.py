@@ -5,12 +5,15 @@ own ``beam-temp-*`` folders land there too). Its shards carry the run id in thei
 with the shards of the output in place. Publishing then
 
 1. moves the staged shards into the output folder (the old manifest still names only the old shards),
-2. writes ``manifest.json`` in one atomic step: this is the commit, readers follow the manifest,
+2. writes ``manifest.json`` in one atomic step: this is the commit, readers follow the manifest (label names
+   included),
 3. moves the side files (dead letters, statistics, labels...) over the old ones,
-4. deletes the shards of earlier outputs and the staging folder.
+4. deletes the shards and side files of earlier outputs and the staging folder.
 
 A run that fails or is killed before step 2 leaves the previous output exactly as it was; what it staged is
-removed at once (failure) or by the next run into the folder (kill). Shard names come from what Beam reports
+removed at once (failure) or by the next run into the folder (kill). After step 2 the new output is whole; a
+kill during step 3 can leave an earlier run's side files beside it for a moment (``statistics.json`` and the
+manifest carry the run id). Shard names come from what Beam reports
 it wrote, never from a glob, so nothing of another run can be counted. One run per output folder at a time.
 Paths may be local or ``gs://`` (Beam's FileSystems).
 """
@@ -80,6 +83,7 @@ class Staging:
         self.shard_prefix = shard_prefix
         self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
         self.path = fileio.join(self.output_dir, STAGING_PREFIX + self.run_id)
+        self.committed = False
 
     def start(self) -> "Staging":
         """Creates the output and staging folders; removes what killed runs left behind."""
@@ -112,29 +116,36 @@ class Staging:
             return sorted(json.loads(handle.read()))
 
     def publish(self, shards: list[str], manifest: dict, side_files: Mapping[str, str]) -> dict:
-        """Moves ``shards`` (staged paths) and ``side_files`` ({final name: staged path}) into the output folder
-        with ``manifest`` as the commit; -> the manifest written."""
+        """Moves ``shards`` (staged paths) into the output folder and commits ``manifest``; then moves in the
+        ``side_files`` ({final name: staged path}; a name whose staged file does not exist is removed from the
+        output, e.g. the pool of an earlier pair-mode run) and removes what earlier outputs left; -> the
+        manifest written. Steps after the commit are best effort: the output is already whole."""
         names = [_basename(s) for s in shards]
         FileSystems.rename(list(shards), [fileio.join(self.output_dir, n) for n in names])
         manifest = {**manifest, "run_id": self.run_id}
         fileio.atomic_write_text(fileio.join(self.output_dir, features.MANIFEST_FILE), json.dumps(manifest, indent=2))
-        present = [(name, staged) for name, staged in side_files.items() if _exists(staged)]
-        for name, staged in present:
-            target = fileio.join(self.output_dir, name)
-            if _exists(target):
-                FileSystems.delete([target])  # gs:// renames do not replace; local ones would
-            FileSystems.rename([staged], [target])
-        keep = set(names)
-        old_shards = [p for p in _children(self.output_dir)
-                      if _basename(p).startswith(self.shard_prefix + "-") and ".tfrecord" in _basename(p)
-                      and _basename(p) not in keep]
-        _delete(old_shards)
-        self.discard()
+        self.committed = True
+        try:
+            for name, staged in side_files.items():
+                target = fileio.join(self.output_dir, name)
+                if _exists(target):
+                    FileSystems.delete([target])  # gs:// renames do not replace; local ones would
+                if _exists(staged):
+                    FileSystems.rename([staged], [target])
+            keep = {*names, *side_files, features.MANIFEST_FILE}
+            stale = [p for p in _children(self.output_dir) if not p.endswith("/") and _basename(p) not in keep
+                     and (".tfrecord" in _basename(p) or _basename(p).endswith(features.LABELS_FILE_SUFFIX))]
+            _delete(stale + [fileio.join(self.path, "")])
+        except Exception as err:  # noqa: BLE001 - the manifest is written: report, keep the staged files
+            logging.warning("%s is published (manifest of run %s written), but finishing failed: %s; the side files "
+                            "not moved are still in %s", self.output_dir, self.run_id, err, self.path)
         return manifest
 
     def discard(self) -> None:
-        """Removes the staging folder (a failed run; or the rest of a published one)."""
-        _delete([fileio.join(self.path, "")])
+        """Removes the staging folder of a run that failed before its commit (after the commit, publishing
+        removes it, or keeps it when moving the side files failed)."""
+        if not self.committed:
+            _delete([fileio.join(self.path, "")])
 
 
 class ReportShards(beam.PTransform):

@@ -15,7 +15,6 @@ from there; errors name the remote paths.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 import tempfile
@@ -240,15 +239,13 @@ def _convert(config: ConvertConfig, remote: ConvertConfig | None = None,
         report.source = _remote_names(report.source, remote_names or {})
         report.notes = [_remote_names(note, remote_names or {}) for note in report.notes]
         config = remote
-    # The report first (it marks the folder as a conversion: readers then refuse it until the marker is there),
-    # the marker last; an earlier conversion's marker goes before anything is rewritten.
-    marker = fileio.join(config.output_dir, COMPLETE_FILE)
-    fileio.remove(marker, missing_ok=True)
-    fileio.makedirs(config.output_dir)
-    report.save(fileio.join(config.output_dir, REPORT_FILE))
-    save_model(model, fileio.join(config.output_dir, MODEL_FILE))
-    if encoder is not None:
-        encoder.save(fileio.join(config.output_dir, ENCODER_DIR))
-    config.save(fileio.join(config.output_dir, "config.yaml"))
-    fileio.atomic_write_text(marker, json.dumps({"converted_from": report.source}) + "\n")
+    def write(folder: str) -> None:
+        report.save(fileio.join(folder, REPORT_FILE))
+        save_model(model, fileio.join(folder, MODEL_FILE))
+        if encoder is not None:
+            encoder.save(fileio.join(folder, ENCODER_DIR))
+        config.save(fileio.join(folder, "config.yaml"))
+
+    # Published whole, as exports are: a failed reconversion leaves the earlier conversion in place.
+    fileio.publish_folder(config.output_dir, write, COMPLETE_FILE)
     return report

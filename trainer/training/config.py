@@ -155,6 +155,9 @@ class TrainConfig(Config):
         errors = []
         if not self.output_dir:
             errors.append("output_dir: required")
+        elif self.on_existing == "fresh" and "://" in self.output_dir:  # checked by every worker, before any step
+            errors.append(f"on_existing: fresh moves an old run aside, which {self.output_dir} (an object store) "
+                          f"cannot do in one step; give another output_dir, or move the old run yourself")
         if self.steps < 1:
             errors.append(f"steps: must be >= 1, got {self.steps}")
         if not self.tasks:
