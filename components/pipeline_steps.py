@@ -8,6 +8,7 @@ the artifact paths KFP hands it; paths override the config's path fields.
 from __future__ import annotations
 
 import base64
+import html as html_lib
 import io
 import json
 import os
@@ -233,9 +234,13 @@ def write_report(output_dir: str, metrics: dict, history: list, thresholds: dict
             if isinstance(value, (int, float)) and key != "weight":
                 base = baseline.get(task, {}).get(key) if baseline else None
                 rows.append((task, key, value, base))
-    header = "| task | metric | value |" + (" baseline |" if baseline else "")
+    header = "| task | metric | value |" + (" compared run |" if baseline else "")
+    described = [f"{task}: {values['baseline']}" for task, values in metrics.items()
+                 if isinstance(values, dict) and values.get("baseline")]
+    baselines = ("Baselines (`baseline_*`: fit on the training records, scored on the same evaluation examples): "
+                 + "; ".join(described)) if described else ""
     lines = ["# Evaluation report", "", f"Examples: {metrics.get('examples')}; gate: "
-             + ("PASSED" if passed else "FAILED: " + "; ".join(reasons)), "",
+             + ("PASSED" if passed else "FAILED: " + "; ".join(reasons)), "", *([baselines, ""] if baselines else []),
              header, "|---|---|---|" + ("---|" if baseline else "")]
     for task, key, value, base in rows:
         lines.append(f"| {task} | {key} | {value:.4f} |" + (f" {base:.4f} |" if base is not None else (" |" if baseline else "")))
@@ -250,7 +255,8 @@ def write_report(output_dir: str, metrics: dict, history: list, thresholds: dict
     html = (f"<html><head><meta charset='utf-8'><title>bertkeras evaluation</title></head><body>"
             f"<h1>Evaluation report</h1><p>Examples: {metrics.get('examples')}. Gate: "
             f"{'PASSED' if passed else 'FAILED: ' + '; '.join(reasons)}</p>"
-            f"<table border='1'><tr><th>task</th><th>metric</th><th>value</th>{'<th>baseline</th>' if baseline else ''}</tr>"
+            + (f"<p>{html_lib.escape(baselines)}</p>" if baselines else "")
+            + f"<table border='1'><tr><th>task</th><th>metric</th><th>value</th>{'<th>compared run</th>' if baseline else ''}</tr>"
             f"{table}</table>{pictures}</body></html>")
     fileio.atomic_write_text(fileio.join(output_dir, REPORT_HTML), html)
 

@@ -100,6 +100,13 @@ def test_evaluate_command_reproduces_the_runs_metrics(finetuned, finetuning_data
     for task in ("question", "cap"):
         assert metrics[task]["accuracy"] == pytest.approx(result["eval"][task]["accuracy"], abs=1e-6)
     assert json.loads((tmp_path / "m.json").read_text())["examples"] == metrics["examples"]
+    # Each task's baseline, fit on the run's training records: a question ends in "?", which a bag of words sees;
+    # the capitalised words are mostly the same few names, which a lookup knows.
+    question, cap = metrics["question"], metrics["cap"]
+    assert question["baseline"].startswith("TF-IDF") and question["baseline_accuracy"] >= 0.9
+    assert question["accuracy_over_baseline"] == pytest.approx(question["accuracy"] - question["baseline_accuracy"])
+    assert cap["baseline"].startswith("per-word lookup") and cap["baseline_accuracy"] > cap["majority_accuracy"]
+    assert 0 < cap["baseline_span_f1"] <= 1 and "span_f1_over_baseline" in cap
 
 
 def test_saved_model_answers_raw_strings_in_a_fresh_process(finetuned, finetuning_data):

@@ -330,6 +330,10 @@ def test_finetuning_pipeline_runs_locally_with_kfp_local(minilm_dir, tmp_path):
     assert gate["passed"] is True and json.loads(gate["summary"])["metrics"]["question.accuracy"] > 0
     report = open(artifacts["evaluate/report"]).read()
     assert "Evaluation report" in report and "data:image/png;base64," in report
+    # Each task's baseline, fit on the records the model trained on, in the gate's metrics and the report.
+    metrics = json.loads(gate["summary"])["metrics"]
+    assert 0 < metrics["question.baseline_accuracy"] <= 1 and "question.accuracy_over_baseline" in metrics
+    assert "TF-IDF uni+bigrams" in report and "baseline_accuracy" in report
     registered = tmp_path / "registry" / "bertkeras-model" / "v1"
     assert (registered / "model.keras").exists() and (registered / "serving" / "saved_model.pb").exists()
 

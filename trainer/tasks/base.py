@@ -26,6 +26,9 @@ from trainer.tasks.config import TaskConfig
 from trainer.tasks.metrics import confusion_matrix, macro_f1
 
 
+BASELINE_PREFIX = "baseline_"  # baseline metrics beside the model's: accuracy and baseline_accuracy
+
+
 @dataclasses.dataclass(frozen=True)
 class RecordShape:
     """The static shape of records: tokens per example and masked positions (the training layout has more)."""
@@ -232,13 +235,13 @@ class ClassificationTask(Task):
             out["labels"] = list(self.label_names)
         return out
 
-    def baseline_metrics(self, prefix: str, predictions: np.ndarray, evaluation: dict) -> dict:
-        """The baseline's predictions scored like the model's: ``<prefix>_accuracy``, ``<prefix>_macro_f1`` or
-        ``<prefix>_span_f1``..."""
+    def baseline_metrics(self, name: str, predictions: np.ndarray, evaluation: dict) -> dict:
+        """The baseline's predictions scored like the model's: ``baseline_accuracy``, ``baseline_macro_f1`` or
+        ``baseline_span_f1``..., and ``baseline`` (what it is)."""
         gold, weight = evaluation[self.labels_key()], evaluation[self.weights_key()]
         scored = self.metrics(predictions, gold, weight, np.zeros(weight.shape))
         keep = ("accuracy", "macro_f1", "span_f1", "span_precision", "span_recall")
-        return {f"{prefix}_{k}": v for k, v in scored.items() if k in keep}
+        return {"baseline": name, **{f"{BASELINE_PREFIX}{k}": v for k, v in scored.items() if k in keep}}
 
     def classifier_metrics(self, predictions, gold, weight) -> dict:
         keep = weight > 0

@@ -56,6 +56,7 @@ def bag_of_words_predictions(train: dict, labels: np.ndarray, evaluation: dict, 
     document_frequency = tf.math.unsorted_segment_sum(
         tf.ones_like(train_counts.values), train_counts.indices[:, 1], tf.cast(train_counts.dense_shape[1], tf.int32))
     idf = tf.math.log((1.0 + n) / (1.0 + document_frequency)) + 1.0
+    idf = tf.tensor_scatter_nd_update(idf, [[0]], [0.0])  # column 0 counts unseen terms: ignored, as scikit-learn does
     x = tf_idf(train_counts, idf)
     y = tf.constant(labels, tf.int32)
     weights = tf.Variable(tf.zeros([int(x.dense_shape[1]), num_classes]))

@@ -86,12 +86,12 @@ class SentenceClassification(ClassificationTask):
         return {**out, **self.classifier_metrics(predictions, gold, weight)} if out.get("weight") else out
 
     def baseline(self, train, evaluation) -> dict:
-        """TF-IDF uni+bigrams with a linear softmax (``bow_*``)."""
+        """TF-IDF uni+bigrams with a linear softmax (``baseline_*``)."""
         train, evaluation = (_labelled(arrays, self.weights_key()) for arrays in (train, evaluation))
         if not len(train[self.labels_key()]) or not len(evaluation[self.labels_key()]):
             return {}
         predictions = bag_of_words_predictions(train, train[self.labels_key()], evaluation, self.num_classes)
-        return self.baseline_metrics("bow", predictions, evaluation)
+        return self.baseline_metrics("TF-IDF uni+bigrams, linear softmax", predictions, evaluation)
 
     def serving_inputs(self, token_ids, padding_mask) -> dict:
         import tensorflow as tf  # noqa: PLC0415

@@ -74,10 +74,10 @@ class TokenClassification(ClassificationTask):
         return out
 
     def baseline(self, train, evaluation) -> dict:
-        """Each word's most frequent training label (``lookup_*``)."""
+        """Each word's most frequent training label (``baseline_*``)."""
         train, evaluation = (_labelled(arrays, self.weights_key()) for arrays in (train, evaluation))
         if not len(train[self.labels_key()]) or not len(evaluation[self.labels_key()]):
             return {}
         predictions = lookup_predictions(train, train[self.labels_key()], train[self.weights_key()], evaluation,
                                          evaluation[self.weights_key()])
-        return self.baseline_metrics("lookup", predictions, evaluation)
+        return self.baseline_metrics("per-word lookup of training labels", predictions, evaluation)

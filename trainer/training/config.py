@@ -187,9 +187,14 @@ class EvaluateConfig(Config):
     batch_size: int = option(32, "examples per batch")
     max_batches: int = option(0, "stop after this many batches (0: one full pass)")
     output: str = option("", "write the metrics JSON here (default: print only)")
+    baselines: bool = option(True, "also fit each task's non-neural baseline (sentence: TF-IDF + linear softmax; token: per-word lookup) on training records and score it on the same data (baseline_* metrics)")
+    baseline_train: tuple[str, ...] = option((), "training records for the baselines (default: the run's data.train)")
+    baseline_max_examples: int = option(50_000, "examples of the training records the baselines are fit on at most")
 
     def check(self) -> list[str]:
         errors = [] if self.model_dir else ["model_dir: required"]
         if self.batch_size < 1:
             errors.append(f"batch_size: must be >= 1, got {self.batch_size}")
+        if self.baseline_max_examples < 1:
+            errors.append(f"baseline_max_examples: must be >= 1, got {self.baseline_max_examples}")
         return errors

@@ -1,6 +1,6 @@
 """Per-task evaluation metrics over one pass of the evaluation records; each task object computes its own
 (:meth:`trainer.tasks.Task.metrics`: loss and accuracy, majority baseline, macro-F1 and confusion matrix,
-perplexity, CoNLL span F1 for BIO tags)."""
+perplexity, CoNLL span F1 for BIO tags) and fits its non-neural baseline (:meth:`trainer.tasks.Task.baseline`)."""
 
 from __future__ import annotations
 
@@ -35,3 +35,19 @@ def evaluate(model, dataset: tf.data.Dataset, layout: Layout, max_batches: int =
         if collected[task.name]:
             metrics[task.name] = task.metrics(*(np.concatenate([c[k] for c in collected[task.name]]) for k in range(4)))
     return metrics
+
+
+def collect_examples(dataset: tf.data.Dataset, max_examples: int = 0, max_batches: int = 0) -> dict[str, np.ndarray]:
+    """Layout batches -> one array per feature (the first ``max_examples`` examples / ``max_batches`` batches;
+    0: all), the input of the tasks' baselines."""
+    columns: dict[str, list] = {}
+    taken = 0
+    for i, batch in enumerate(dataset):
+        if (max_batches and i >= max_batches) or (max_examples and taken >= max_examples):
+            break
+        n = int(batch[features.TOKEN_IDS].shape[0])
+        keep = min(n, max_examples - taken) if max_examples else n
+        for name, values in batch.items():
+            columns.setdefault(name, []).append(values.numpy()[:keep])
+        taken += keep
+    return {name: np.concatenate(values) for name, values in columns.items()}

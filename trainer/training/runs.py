@@ -14,9 +14,10 @@ import tensorflow as tf
 from trainer import features, fileio
 from trainer.config import MISSING, ConfigError, load_mapping
 from trainer.model.saving import require_complete
+from trainer.tasks.base import BASELINE_PREFIX
 from trainer.training import data as data_lib
 from trainer.training.config import CHANGEABLE_ON_RESUME, EvaluateConfig, TrainConfig, TrainingError
-from trainer.training.metrics import evaluate
+from trainer.training.metrics import collect_examples, evaluate
 from trainer.training.prepare import (
     backbone_for, build_training_model, encoder_of, load_base_model, run_inputs, training_inputs,
 )
@@ -144,11 +145,38 @@ def evaluate_run(config: EvaluateConfig) -> dict:
     inputs = run_inputs(run, specs, model.backbone, encoder, "data", tasks=model.tasks)
     dataset = data_lib.make_dataset(inputs.sources, inputs.layout, run.data, config.batch_size, training=False)
     metrics = evaluate(model, dataset, inputs.layout, config.max_batches)
+    if config.baselines:
+        _add_baselines(metrics, config, run, model, encoder, dataset, inputs.layout)
     metrics["model_dir"] = config.model_dir
     metrics["data"] = list(specs)
     if config.output:
         fileio.atomic_write_text(config.output, json.dumps(metrics, indent=2))
     return metrics
+
+
+def _add_baselines(metrics: dict, config: EvaluateConfig, run: TrainConfig, model, encoder, dataset, layout) -> None:
+    """Fits each task's baseline on training records and scores it on the evaluation examples the model saw."""
+    train_specs = config.baseline_train or run.data.train
+    if not train_specs:
+        log.warning("baselines: no training records (baseline_train, or the run's data.train); skipped")
+        return
+    train_inputs = run_inputs(run, train_specs, model.backbone, encoder, "baseline_train", tasks=model.tasks)
+    train_dataset = data_lib.make_dataset(train_inputs.sources, train_inputs.layout, run.data, config.batch_size,
+                                          training=False)
+    train = collect_examples(train_dataset, config.baseline_max_examples)
+    evaluation = collect_examples(dataset, max_batches=config.max_batches)
+    for task in layout.tasks:
+        scores = metrics.get(task.name)
+        if not isinstance(scores, dict):
+            continue
+        baseline = task.baseline(train, evaluation)
+        scores.update(baseline)
+        # What the model adds, as metrics a gate can require: e.g. accuracy_over_baseline >= 0.03.
+        for key, value in baseline.items():
+            name = key[len(BASELINE_PREFIX):]
+            if key.startswith(BASELINE_PREFIX) and isinstance(scores.get(name), float):
+                scores[f"{name}_over_baseline"] = scores[name] - value
+    metrics["baseline_train"] = list(train_specs)
 
 
 def _encoder_dir(folder: str) -> str:
