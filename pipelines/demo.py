@@ -9,10 +9,12 @@ from-scratch baseline -> evaluation report -> gate -> register -> the served mod
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import sys
+import threading
 import time
 
 from trainer import features
@@ -32,6 +34,67 @@ SENTENCES = ["And Jesus answered and said unto them, Verily I say unto you.",
 
 def stage(message: str) -> None:
     print(f"\n=== {message}", file=sys.stderr, flush=True)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_TASK = re.compile(r"(Executing task|Task) '([^']+)'(?: finished with status (\w+))?")
+
+
+def progress_line(raw: str) -> str | None:
+    """What the terminal shows of one line of the pipeline's output: task starts and ends, training progress."""
+    line = _ANSI.sub("", raw).rstrip()
+    if "[train] step" in line:
+        return "      " + line[line.index("[train]"):]
+    match = _TASK.search(line)
+    if match and not match.group(2).startswith("importer"):
+        return f"  {'done' if match.group(3) else 'run '} {match.group(2)}" + (
+            f" ({match.group(3)})" if match.group(3) and match.group(3) != "SUCCESS" else "")
+    return None
+
+
+@contextlib.contextmanager
+def progress_only(log_path: str):
+    """Everything the pipeline's processes print (executor JSON, TensorFlow and Beam logs) goes to ``log_path``;
+    the terminal gets :func:`progress_line` of it, and the log's last lines if the pipeline fails."""
+    sys.stdout.flush(), sys.stderr.flush()
+    terminal, saved = os.dup(2), (os.dup(1), os.dup(2))
+    log = open(log_path, "ab")
+    start = log.tell()
+    os.dup2(log.fileno(), 1), os.dup2(log.fileno(), 2)
+    done = threading.Event()
+
+    def echo():
+        with open(log_path, "rb") as source:
+            source.seek(start)
+            while True:
+                line = source.readline()
+                if line.endswith(b"\n"):
+                    shown = progress_line(line.decode("utf-8", "replace"))
+                    if shown:
+                        os.write(terminal, (shown + "\n").encode())
+                elif done.is_set():
+                    return
+                else:
+                    source.seek(source.tell() - len(line))
+                    time.sleep(0.2)
+
+    reader = threading.Thread(target=echo, daemon=True)
+    reader.start()
+    try:
+        yield
+    except BaseException:
+        sys.stdout.flush(), sys.stderr.flush()
+        tail = open(log_path, "rb").read()[start:].decode("utf-8", "replace").splitlines()[-40:]
+        os.write(terminal, ("\n".join(["  the pipeline failed; the end of " + log_path + ":", *tail]) + "\n").encode())
+        raise
+    finally:
+        sys.stdout.flush(), sys.stderr.flush()
+        os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+        done.set()
+        reader.join(timeout=10)
+        log.close()
+        for fd in (terminal, *saved):
+            os.close(fd)
 
 
 def prepare_data(folder: str, seed: int = 0) -> dict:
@@ -158,7 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.local import run_local  # noqa: PLC0415
 
     config = demo_config(output, os.path.join(output, "data"))
-    result = run_local(config, os.path.join(output, "pipeline_root"))
+    log_path = os.path.join(output, "pipeline.log")
+    print(f"  (each component's full output: {log_path})", file=sys.stderr)
+    with progress_only(log_path):
+        result = run_local(config, os.path.join(output, "pipeline_root"))
     artifacts = result["artifacts"]
     stage("3/4 the served model answers raw sentences (SavedModel, tokenizer inside)")
     runs = training_runs(artifacts)
@@ -183,8 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     with open(os.path.join(output, "summary.json"), "w", encoding="utf-8") as f:
         json.dump(summary_out, f, indent=2)
-    if report_md:
-        print(open(report_md, encoding="utf-8").read(), file=sys.stderr)
+    if report_md:  # the report's text and table (its plots are in the report files)
+        text = [line for line in open(report_md, encoding="utf-8").read().splitlines() if not line.startswith("![")]
+        print("\n".join(text).strip(), file=sys.stderr)
     print(json.dumps({k: v for k, v in summary_out.items() if k != "answers"}, indent=2))
     print(f"\ndemo finished in {summary_out['wall_seconds']:.0f} s; everything is under {output} "
           f"(summary.json lists each artifact)", file=sys.stderr)
