@@ -77,9 +77,9 @@ def train(train_data: Input[List[Dataset]], eval_data: Input[List[Dataset]], mod
 def evaluate(model: Input[Model], eval_data: Input[List[Dataset]], metrics: Output[Metrics],
              confusion: Output[ClassificationMetrics], report: Output[HTML], report_markdown: Output[Markdown],
              thresholds: dict = {}, baseline_model: Input[Model] = None,  # noqa: B006
-             max_batches: int = 0) -> NamedTuple("EvaluationOutputs", passed=bool, summary=str):
+             max_batches: int = 0, champion: str = "") -> NamedTuple("EvaluationOutputs", passed=bool, summary=str):
     """Per-task metrics on every task's evaluation records, plots and the threshold gate (``summary`` feeds
-    the gate component)."""
+    the gate component); ``champion``: the registered model to compare with ('' = none yet)."""
     import json
     from collections import namedtuple
 
@@ -87,7 +87,7 @@ def evaluate(model: Input[Model], eval_data: Input[List[Dataset]], metrics: Outp
 
     result = pipeline_steps.evaluate_into(model.path, [a.path for a in eval_data], report.path, report_markdown.path,
                                           thresholds, baseline_model.path if baseline_model is not None else "",
-                                          max_batches)
+                                          max_batches, champion)
     for key, value in result["flat"].items():
         metrics.log_metric(key, value)
     for task, values in result["metrics"].items():
@@ -117,6 +117,13 @@ def register(model: Input[Model], project: str, region: str, display_name: str, 
     from components import pipeline_steps
 
     return pipeline_steps.register_published(model.uri, model_store, project, region, display_name, serving_image)
+
+
+def find_champion(registry_dir: str, display_name: str) -> str:
+    """The currently registered model (the latest version in the local registry), or '' when there is none."""
+    from components import pipeline_steps
+
+    return pipeline_steps.find_champion(registry_dir, display_name)
 
 
 def gate(summary: str) -> bool:
@@ -153,6 +160,7 @@ class Components:
     evaluate_pretraining: object
     register: object
     local_register: object
+    find_champion: object
     gate: object
     model_encoder: object
 

@@ -133,10 +133,16 @@ def _flat_metrics(evaluation: dict, extra: dict | None = None) -> dict:
     return out
 
 
+CHAMPION_SUFFIX = "_vs_champion"  # metric minus the registered model's, on the same evaluation data
+
+
 def check_thresholds(metrics: dict, thresholds: dict) -> tuple[bool, list[str]]:
-    """Every ``task.metric: minimum`` must hold; -> (passed, reasons). Unknown metrics are errors."""
+    """Every ``task.metric: minimum`` must hold; -> (passed, reasons). Unknown metrics are errors, except the
+    comparisons with a champion when no model is registered yet (the first run has nothing to be worse than)."""
     reasons = []
     for key, minimum in thresholds.items():
+        if key.endswith(CHAMPION_SUFFIX) and key not in metrics and not any(k.endswith(CHAMPION_SUFFIX) for k in metrics):
+            continue
         if key not in metrics:
             raise ValueError(f"thresholds: {key!r} is not a metric of this model (known: {sorted(metrics)})")
         if metrics[key] < minimum:
@@ -144,41 +150,59 @@ def check_thresholds(metrics: dict, thresholds: dict) -> tuple[bool, list[str]]:
     return not reasons, reasons
 
 
+def _compared(metrics: dict, champion: dict) -> None:
+    """Adds ``<metric>_vs_champion`` (this model's minus the champion's) to each task's metrics."""
+    for task, values in metrics.items():
+        theirs = champion.get(task)
+        if not isinstance(values, dict) or not isinstance(theirs, dict):
+            continue
+        for key, value in list(values.items()):
+            if (isinstance(value, float) and isinstance(theirs.get(key), float) and key != "weight"
+                    and not key.startswith(("baseline", "majority")) and not key.endswith("_over_baseline")):
+                values[key + CHAMPION_SUFFIX] = value - theirs[key]
+
+
 def evaluate(model_dir: str, output_dir: str, data: list | None = None, thresholds: dict | None = None,
-             baseline_dir: str = "", max_batches: int = 0) -> dict:
+             baseline_dir: str = "", max_batches: int = 0, champion_dir: str = "") -> dict:
     """Per-task metrics on records, the threshold gate, and a report (HTML + Markdown with PNG plots: loss
-    curves from the run's history, confusion matrices). ``baseline_dir``: another run to compare against."""
+    curves from the run's history, confusion matrices). ``baseline_dir``: another run to compare against;
+    ``champion_dir``: the registered model, evaluated on the same data (``<metric>_vs_champion`` for the gate)."""
     from trainer.training.config import EvaluateConfig  # noqa: PLC0415
     from trainer.training.runs import evaluate_run  # noqa: PLC0415
 
-    export = model_folder(model_dir)
-    metrics = evaluate_run(EvaluateConfig(model_dir=export, data=tuple(data or ()), max_batches=max_batches))
+    def evaluated(folder: str, baselines: bool = True) -> dict:
+        return evaluate_run(EvaluateConfig(model_dir=model_folder(folder), data=tuple(data or ()),
+                                           max_batches=max_batches, baselines=baselines))
+
+    metrics = evaluated(model_dir)
+    compared = {}
+    if champion_dir:
+        compared["champion"] = evaluated(champion_dir, baselines=False)
+        _compared(metrics, compared["champion"])
+    if baseline_dir:
+        compared["other run"] = evaluated(baseline_dir, baselines=False)
     flat = _flat_metrics(metrics)
     passed, reasons = check_thresholds(flat, thresholds or {})
-    baseline = None
-    if baseline_dir:
-        baseline = evaluate_run(EvaluateConfig(model_dir=model_folder(baseline_dir), data=tuple(data or ()),
-                                               max_batches=max_batches))
     history_file = fileio.join(model_dir, features.METRICS_FILE)
     history = json.loads(fileio.read_text(history_file)).get("history", []) if fileio.exists(history_file) else []
     fileio.makedirs(output_dir)
-    write_report(output_dir, metrics, history, thresholds or {}, passed, reasons, baseline)
-    result = {"metrics": metrics, "flat": flat, "passed": passed, "reasons": reasons}
-    if baseline is not None:
-        result["baseline"] = baseline
+    write_report(output_dir, metrics, history, thresholds or {}, passed, reasons, compared, champion_dir)
+    result = {"metrics": metrics, "flat": flat, "passed": passed, "reasons": reasons, "champion": champion_dir}
+    if "other run" in compared:
+        result["baseline"] = compared["other run"]
     fileio.atomic_write_text(fileio.join(output_dir, features.METRICS_FILE), json.dumps(result, indent=2))
     return result
 
 
 def evaluate_into(model_dir: str, data: list, report_html: str, report_markdown: str, thresholds: dict | None = None,
-                  baseline_dir: str = "", max_batches: int = 0) -> dict:
+                  baseline_dir: str = "", max_batches: int = 0, champion_dir: str = "") -> dict:
     """:func:`evaluate` with its two reports written to the given (artifact) paths: the shared body of the
     evaluate components."""
     import shutil  # noqa: PLC0415
     import tempfile  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory() as tmp:
-        result = evaluate(model_dir, tmp, data, thresholds, baseline_dir, max_batches)
+        result = evaluate(model_dir, tmp, data, thresholds, baseline_dir, max_batches, champion_dir)
         for name, target in ((REPORT_HTML, report_html), (REPORT_MARKDOWN, report_markdown)):
             os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
             shutil.copy(os.path.join(tmp, name), target)
@@ -222,7 +246,10 @@ def plots(metrics: dict, history: list[dict]) -> dict[str, bytes]:
 
 
 def write_report(output_dir: str, metrics: dict, history: list, thresholds: dict, passed: bool, reasons: list,
-                 baseline: dict | None = None) -> None:
+                 compared: dict[str, dict] | None = None, champion_dir: str = "") -> None:
+    """The report: gate verdict, what the baselines are, and a table of every metric beside the compared
+    runs' (the champion: the registered model; other run: e.g. the from-scratch model)."""
+    compared = compared or {}
     images = plots(metrics, history)
     for name, data in images.items():
         fileio.atomic_write_bytes(fileio.join(output_dir, name), data)
@@ -232,32 +259,39 @@ def write_report(output_dir: str, metrics: dict, history: list, thresholds: dict
             continue
         for key, value in values.items():
             if isinstance(value, (int, float)) and key != "weight":
-                base = baseline.get(task, {}).get(key) if baseline else None
-                rows.append((task, key, value, base))
-    header = "| task | metric | value |" + (" compared run |" if baseline else "")
+                rows.append((task, key, value, [other.get(task, {}).get(key) for other in compared.values()]))
     described = [f"{task}: {values['baseline']}" for task, values in metrics.items()
                  if isinstance(values, dict) and values.get("baseline")]
-    baselines = ("Baselines (`baseline_*`: fit on the training records, scored on the same evaluation examples): "
-                 + "; ".join(described)) if described else ""
-    lines = ["# Evaluation report", "", f"Examples: {metrics.get('examples')}; gate: "
-             + ("PASSED" if passed else "FAILED: " + "; ".join(reasons)), "", *([baselines, ""] if baselines else []),
-             header, "|---|---|---|" + ("---|" if baseline else "")]
-    for task, key, value, base in rows:
-        lines.append(f"| {task} | {key} | {value:.4f} |" + (f" {base:.4f} |" if base is not None else (" |" if baseline else "")))
+    notes = []
+    if described:
+        notes.append("Baselines (`baseline_*`: fit on the training records, scored on the same evaluation examples): "
+                     + "; ".join(described))
+    notes.append(f"Champion (the registered model, same evaluation data): {champion_dir}" if champion_dir
+                 else "Champion: none registered yet")
+    verdict = "PASSED" if passed else "FAILED: " + "; ".join(reasons)
+
+    def cell(value) -> str:
+        return f"{value:.4f}" if isinstance(value, (int, float)) else ""
+
+    lines = ["# Evaluation report", "", f"Examples: {metrics.get('examples')}; gate: {verdict}", "",
+             *[line for note in notes for line in (note, "")],
+             "| task | metric | value |" + "".join(f" {name} |" for name in compared),
+             "|---|---|---|" + "---|" * len(compared)]
+    lines += [f"| {task} | {key} | {value:.4f} |" + "".join(f" {cell(o)} |" for o in others)
+              for task, key, value, others in rows]
     if thresholds:
         lines += ["", "Thresholds: " + ", ".join(f"{k} >= {v}" for k, v in thresholds.items())]
     # Images inline (data URIs), so the Markdown artifact is one self-contained file like the HTML one.
     lines += [""] + [f"![{name}](data:image/png;base64,{base64.b64encode(data).decode()})" for name, data in images.items()]
     fileio.atomic_write_text(fileio.join(output_dir, REPORT_MARKDOWN), "\n".join(lines) + "\n")
-    table = "".join(f"<tr><td>{t}</td><td>{k}</td><td>{v:.4f}</td>" + (f"<td>{b:.4f}</td>" if b is not None else "<td></td>" if baseline else "") + "</tr>"
-                    for t, k, v, b in rows)
+    table = "".join(f"<tr><td>{t}</td><td>{k}</td><td>{v:.4f}</td>" + "".join(f"<td>{cell(o)}</td>" for o in others)
+                    + "</tr>" for t, k, v, others in rows)
     pictures = "".join(f'<h3>{n}</h3><img src="data:image/png;base64,{base64.b64encode(d).decode()}"/>' for n, d in images.items())
     html = (f"<html><head><meta charset='utf-8'><title>bertkeras evaluation</title></head><body>"
-            f"<h1>Evaluation report</h1><p>Examples: {metrics.get('examples')}. Gate: "
-            f"{'PASSED' if passed else 'FAILED: ' + '; '.join(reasons)}</p>"
-            + (f"<p>{html_lib.escape(baselines)}</p>" if baselines else "")
-            + f"<table border='1'><tr><th>task</th><th>metric</th><th>value</th>{'<th>compared run</th>' if baseline else ''}</tr>"
-            f"{table}</table>{pictures}</body></html>")
+            f"<h1>Evaluation report</h1><p>Examples: {metrics.get('examples')}. Gate: {html_lib.escape(verdict)}</p>"
+            + "".join(f"<p>{html_lib.escape(note)}</p>" for note in notes)
+            + "<table border='1'><tr><th>task</th><th>metric</th><th>value</th>"
+            + "".join(f"<th>{name}</th>" for name in compared) + f"</tr>{table}</table>{pictures}</body></html>")
     fileio.atomic_write_text(fileio.join(output_dir, REPORT_HTML), html)
 
 
@@ -287,6 +321,22 @@ def check_model_name(display_name: str) -> str:
     return display_name
 
 
+def _versions(root: str) -> list[int]:
+    """The version numbers of a local registry entry (its ``v<N>`` folders)."""
+    if not os.path.isdir(root):
+        return []
+    return sorted(int(v[1:]) for v in os.listdir(root) if v.startswith("v") and v[1:].isdigit())
+
+
+def find_champion(registry_dir: str, display_name: str) -> str:
+    """The model a new one is compared with: the latest version in the local registry; '' when none."""
+    if not registry_dir:
+        return ""
+    root = os.path.join(registry_dir, check_model_name(display_name))
+    versions = _versions(root)
+    return os.path.join(root, f"v{versions[-1]}") if versions else ""
+
+
 def register_local(model_dir: str, registry_dir: str, display_name: str) -> str:
     """Copies the export into ``<registry_dir>/<display_name>/v<N>/`` (N = next version); -> that folder."""
     import shutil  # noqa: PLC0415
@@ -296,8 +346,7 @@ def register_local(model_dir: str, registry_dir: str, display_name: str) -> str:
     root = os.path.join(registry_dir, check_model_name(display_name))
     source = model_folder(model_dir)
     os.makedirs(root, exist_ok=True)
-    versions = [int(v[1:]) for v in os.listdir(root) if v.startswith("v") and v[1:].isdigit()]
-    target = os.path.join(root, f"v{max(versions, default=0) + 1}")
+    target = os.path.join(root, f"v{max(_versions(root), default=0) + 1}")
     staging = target + ".partial"
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(source, staging)

@@ -113,7 +113,13 @@ def _finetuning_steps(c, config: PipelineConfig, init_model, encoder, tasks, fin
         scratch = train_op(config_yaml=finetuning_yaml, encoder=encoder, **collected("train", "eval"))
         scratch.set_display_name("train from scratch (baseline)").set_caching_options(False)
         baseline = {"baseline_model": scratch.outputs["model"]}
-    evaluation = c.evaluate(model=trained.outputs["model"], thresholds=thresholds, **collected("eval"), **baseline)
+    champion = {}
+    if config.champion_tolerance is not None:
+        found = c.find_champion(registry_dir=config.registry_dir, display_name=model_display_name)
+        found.set_display_name("find the registered model (champion)").set_caching_options(False)
+        champion = {"champion": found.output}
+    evaluation = c.evaluate(model=trained.outputs["model"], thresholds=thresholds, **collected("eval"), **baseline,
+                            **champion)
     evaluation.set_display_name("evaluate + gate")
     verdict = c.gate(summary=evaluation.outputs["summary"])
     verdict.set_display_name("gate: all thresholds hold?")

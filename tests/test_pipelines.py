@@ -316,13 +316,15 @@ def test_finetuning_pipeline_runs_locally_with_kfp_local(minilm_dir, tmp_path):
     verses = _short_verses()
     rows = [(v, "question") for v in verses if v.endswith("?")][:120] + [(v, "statement") for v in verses if "?" not in v][:120]
     train, eval_ = _write_tsv(tmp_path, "question", rows, 180)
-    config = PipelineConfig.from_dict({
+    spec = {
         "pipeline": "finetuning", "component_image": "python:3.11", "pretrained_model": pretrained,
         "finetuning_tasks": [{"train": train, "eval": eval_, "data": {"task": "question", "max_seq_length": 32}}],
         "finetuning": {"steps": 40, "log_every": 20, "checkpoint_every": 40, "data": {"global_batch_size": 16},
                        "optimizer": {"learning_rate": 0.003}, "tasks": [{"name": "question", "kind": "sentence"}]},
         "thresholds": {"question.accuracy": 0.0}, "registry_dir": str(tmp_path / "registry"),
-    })
+        "champion_tolerance": 0.01,
+    }
+    config = PipelineConfig.from_dict(spec)
     result = run_local(config, str(tmp_path / "root"))
     artifacts = result["artifacts"]
     assert {"train/model", "evaluate/report", "evaluate/report_markdown", "local-register/executor_output.json"} <= set(artifacts)
@@ -334,6 +336,20 @@ def test_finetuning_pipeline_runs_locally_with_kfp_local(minilm_dir, tmp_path):
     metrics = json.loads(gate["summary"])["metrics"]
     assert 0 < metrics["question.baseline_accuracy"] <= 1 and "question.accuracy_over_baseline" in metrics
     assert "TF-IDF uni+bigrams" in report and "baseline_accuracy" in report
+    # The first run has no champion to compare with; the second (the same recipe) is not worse and becomes v2; a
+    # deliberately bad one (one step) is refused, and the registry's latest version stays v2.
+    assert "question.accuracy_vs_champion" not in metrics and "Champion: none registered yet" in report
+    registry = tmp_path / "registry" / config.model_display_name
+    second = run_local(config, str(tmp_path / "root2"))["artifacts"]
+    summary = json.loads(json.load(open(second["evaluate/executor_output.json"]))["parameterValues"]["summary"])
+    assert summary["passed"] and abs(summary["metrics"]["question.accuracy_vs_champion"]) <= 0.01
+    assert sorted(os.listdir(registry)) == ["v1", "v2"]
+    bad = PipelineConfig.from_dict({**spec, "finetuning": {**spec["finetuning"], "steps": 1, "checkpoint_every": 1}})
+    third = run_local(bad, str(tmp_path / "root3"))["artifacts"]
+    summary = json.loads(json.load(open(third["evaluate/executor_output.json"]))["parameterValues"]["summary"])
+    assert not summary["passed"] and summary["metrics"]["question.accuracy_vs_champion"] < -0.01
+    assert any("accuracy_vs_champion" in reason for reason in summary["reasons"])
+    assert sorted(os.listdir(registry)) == ["v1", "v2"]
     registered = tmp_path / "registry" / "bertkeras-model" / "v1"
     assert (registered / "model.keras").exists() and (registered / "serving" / "saved_model.pb").exists()
 
