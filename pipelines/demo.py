@@ -37,7 +37,8 @@ def stage(message: str) -> None:
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_TASK = re.compile(r"(Executing task|Task) '([^']+)'(?: finished with status (\w+))?")
+_STARTED = re.compile(r"Executing task '([^']+)'$")
+_ENDED = re.compile(r"Task '([^']+)' finished with status (\w+)")
 
 
 def progress_line(raw: str) -> str | None:
@@ -45,10 +46,10 @@ def progress_line(raw: str) -> str | None:
     line = _ANSI.sub("", raw).rstrip()
     if "[train] step" in line:
         return "      " + line[line.index("[train]"):]
-    match = _TASK.search(line)
-    if match and not match.group(2).startswith("importer"):
-        return f"  {'done' if match.group(3) else 'run '} {match.group(2)}" + (
-            f" ({match.group(3)})" if match.group(3) and match.group(3) != "SUCCESS" else "")
+    if (started := _STARTED.search(line)) and not started.group(1).startswith("importer"):
+        return f"  run  {started.group(1)}"
+    if (ended := _ENDED.search(line)) and not ended.group(1).startswith("importer"):
+        return f"  done {ended.group(1)}" + ("" if ended.group(2) == "SUCCESS" else f" ({ended.group(2)})")
     return None
 
 
@@ -57,6 +58,7 @@ def progress_only(log_path: str):
     """Everything the pipeline's processes print (executor JSON, TensorFlow and Beam logs) goes to ``log_path``;
     the terminal gets :func:`progress_line` of it, and the log's last lines if the pipeline fails."""
     sys.stdout.flush(), sys.stderr.flush()
+    sys.stdout.reconfigure(line_buffering=True)  # the log keeps the order in which lines were written
     terminal, saved = os.dup(2), (os.dup(1), os.dup(2))
     log = open(log_path, "ab")
     start = log.tell()

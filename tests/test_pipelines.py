@@ -531,10 +531,12 @@ def test_the_demo_terminal_shows_task_progress_and_training_lines_only():
 
     log = ["07:30:30.309 - INFO - Executing task \x1b[96m'importer'\x1b[0m",
            "07:30:30.311 - INFO - Executing task \x1b[96m'convert-checkpoint'\x1b[0m",
+           "task_executor.py:100: UserWarning: Task 'convert-checkpoint': settings ['display_name'] have no effect",
            '    {"outputs": {"artifacts": {"model": {"artifacts": [{"name": "model",',
            "    [KFP Executor 2026-12-03 06:29:01,035 INFO]: Sharding callback duration: 886 microseconds",
            "    [train] step 30/200 (15%) masked_lm=7.0511 loss=7.7383 lr=4.72e-05 9.6 ex/s",
            "07:30:37.636 - INFO - Task \x1b[96m'convert-checkpoint'\x1b[0m finished with status \x1b[92mSUCCESS\x1b[0m",
+           "07:30:37.638 - INFO - Task \x1b[96m'convert-checkpoint'\x1b[0m outputs:",
            "07:31:37.636 - INFO - Task \x1b[96m'evaluate'\x1b[0m finished with status \x1b[91mFAILURE\x1b[0m"]
     shown = [line for line in map(progress_line, log) if line]
     assert shown == ["  run  convert-checkpoint",
