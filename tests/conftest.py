@@ -15,6 +15,12 @@ def minilm_dir() -> str:
 
 
 @pytest.fixture(scope="session")
+def vocab(minilm_dir) -> str:
+    """MiniLM's uncased WordPiece vocabulary."""
+    return os.path.join(minilm_dir, "vocab.txt")
+
+
+@pytest.fixture(scope="session")
 def kjv() -> list[str]:
     return corpora.kjv_verses()
 
@@ -43,3 +49,31 @@ def gcs_emulator(monkeypatch):
     client.create_bucket("pipelines")
     yield client
     server.stop()
+
+
+VERTEX_MODEL = "projects/test-project/locations/us-central1/models/7"
+
+
+@pytest.fixture
+def vertex_model_service(monkeypatch) -> list:
+    """Vertex AI's model service replaced (the only thing replaced): uploads are recorded in the returned list
+    and answered with :data:`VERTEX_MODEL`."""
+    from google.cloud.aiplatform_v1.services.model_service.transports.grpc import ModelServiceGrpcTransport  # noqa: PLC0415
+    from google.cloud.aiplatform_v1.types import Model, UploadModelResponse  # noqa: PLC0415
+    from google.longrunning import operations_pb2  # noqa: PLC0415
+    from google.protobuf import any_pb2  # noqa: PLC0415
+
+    sent = []
+
+    def upload(request, timeout=None, metadata=(), **kwargs):
+        sent.append(request)
+        response = any_pb2.Any()
+        response.Pack(UploadModelResponse.pb(UploadModelResponse(model=VERTEX_MODEL, model_version_id="1")))
+        return operations_pb2.Operation(name=f"{VERTEX_MODEL}/operations/1", done=True, response=response)
+
+    def get_model(request, timeout=None, metadata=(), **kwargs):
+        return Model(name=VERTEX_MODEL, display_name="kjv", version_id="1")
+
+    monkeypatch.setattr(ModelServiceGrpcTransport, "upload_model", property(lambda _self: upload))
+    monkeypatch.setattr(ModelServiceGrpcTransport, "get_model", property(lambda _self: get_model))
+    return sent

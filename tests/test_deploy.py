@@ -21,6 +21,7 @@ import yaml
 from pipelines.config import RELEASE, PipelineConfig
 from pipelines.definitions import compile_pipeline
 from pipelines.submit import SubmitConfig
+from conftest import VERTEX_MODEL
 from trainer.config import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -277,13 +278,9 @@ def _fake_export(client, bucket: str, run: str, complete: bool = True) -> None:
         client.bucket(bucket).blob(f"{run}/export/{name}").upload_from_string(f"bytes of {name}")
 
 
-def test_registered_model_is_a_copy_outside_the_pipeline_root(gcs_emulator, monkeypatch):
+def test_registered_model_is_a_copy_outside_the_pipeline_root(gcs_emulator, vertex_model_service):
     from google.auth.credentials import AnonymousCredentials  # noqa: PLC0415
     from google.cloud import aiplatform  # noqa: PLC0415
-    from google.cloud.aiplatform_v1.services.model_service.transports.grpc import ModelServiceGrpcTransport  # noqa: PLC0415
-    from google.cloud.aiplatform_v1.types import Model, UploadModelResponse  # noqa: PLC0415
-    from google.longrunning import operations_pb2  # noqa: PLC0415
-    from google.protobuf import any_pb2  # noqa: PLC0415
 
     from components import pipeline_steps  # noqa: PLC0415
     from trainer.model.saving import IncompleteModelError  # noqa: PLC0415
@@ -291,19 +288,7 @@ def test_registered_model_is_a_copy_outside_the_pipeline_root(gcs_emulator, monk
     gcs_emulator.create_bucket("models")
     run = "root/123/run-1/train_42/model"
     _fake_export(gcs_emulator, "pipelines", run)
-    sent, name = [], "projects/test-project/locations/us-central1/models/7"
-
-    def upload(request, timeout=None, metadata=(), **kwargs):  # the Vertex API: the only thing replaced
-        sent.append(request)
-        response = any_pb2.Any()
-        response.Pack(UploadModelResponse.pb(UploadModelResponse(model=name, model_version_id="1")))
-        return operations_pb2.Operation(name=f"{name}/operations/1", done=True, response=response)
-
-    def get_model(request, timeout=None, metadata=(), **kwargs):
-        return Model(name=name, display_name="kjv", version_id="1")
-
-    monkeypatch.setattr(ModelServiceGrpcTransport, "upload_model", property(lambda _self: upload))
-    monkeypatch.setattr(ModelServiceGrpcTransport, "get_model", property(lambda _self: get_model))
+    sent, name = vertex_model_service, VERTEX_MODEL
     aiplatform.init(project="test-project", location="us-central1", credentials=AnonymousCredentials())
     image = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-17:latest"
     assert pipeline_steps.register_published(f"gs://pipelines/{run}", "gs://models/registered", "test-project",

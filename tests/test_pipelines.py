@@ -18,7 +18,7 @@ from pipelines.config import PipelineConfig
 from pipelines.definitions import compile_pipeline, task_items
 from pipelines.submit import RetrainingSchedule, SubmitConfig, cron_errors, stage_template
 from trainer.config import ConfigError
-from conftest import GCS_PROJECT_NUMBER as PROJECT_NUMBER  # the gcs_emulator fixture's (tests/conftest.py)
+from conftest import GCS_PROJECT_NUMBER as PROJECT_NUMBER, VERTEX_MODEL  # the gcs_emulator fixture's (tests/conftest.py)
 
 FULL = {
     "pipeline": "full", "corpus": "corpus.txt",
@@ -489,28 +489,10 @@ def test_kubeflow_submit_and_recurring_runs_against_a_kfp_api_server():
         server.server.shutdown()
 
 
-def test_register_uploads_the_serving_model_to_the_vertex_model_registry(vertex, gcs_emulator, monkeypatch):
-    from google.cloud.aiplatform_v1.services.model_service.transports.grpc import ModelServiceGrpcTransport  # noqa: PLC0415
-    from google.cloud.aiplatform_v1.types import Model, UploadModelResponse  # noqa: PLC0415
-    from google.longrunning import operations_pb2  # noqa: PLC0415
-    from google.protobuf import any_pb2  # noqa: PLC0415
-
+def test_register_uploads_the_serving_model_to_the_vertex_model_registry(vertex, gcs_emulator, vertex_model_service):
     from components.pipeline_steps import register  # noqa: PLC0415
 
-    sent = []
-    name = "projects/test-project/locations/us-central1/models/7"
-
-    def upload(request, timeout=None, metadata=(), **kwargs):
-        sent.append(request)
-        response = any_pb2.Any()
-        response.Pack(UploadModelResponse.pb(UploadModelResponse(model=name, model_version_id="1")))
-        return operations_pb2.Operation(name=f"{name}/operations/1", done=True, response=response)
-
-    def get_model(request, timeout=None, metadata=(), **kwargs):
-        return Model(name=name, display_name="kjv", version_id="1")
-
-    monkeypatch.setattr(ModelServiceGrpcTransport, "upload_model", property(lambda _self: upload))
-    monkeypatch.setattr(ModelServiceGrpcTransport, "get_model", property(lambda _self: get_model))
+    sent, name = vertex_model_service, VERTEX_MODEL
     image = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-17:latest"
     bucket = gcs_emulator.create_bucket("models")
     bucket.blob("run-1/export/serving/saved_model.pb").upload_from_string(b"pb")

@@ -38,11 +38,6 @@ CHAPTERS = 60
 
 
 @pytest.fixture(scope="module")
-def vocab(minilm_dir):
-    return os.path.join(minilm_dir, "vocab.txt")
-
-
-@pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """60 KJV chapters in Google's format: one document a chapter."""
     path = tmp_path_factory.mktemp("corpus") / "kjv.txt"

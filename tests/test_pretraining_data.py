@@ -17,11 +17,6 @@ DATA = os.path.join(os.path.dirname(__file__), "data")
 
 
 @pytest.fixture(scope="module")
-def vocab(minilm_dir):
-    return os.path.join(minilm_dir, "vocab.txt")
-
-
-@pytest.fixture(scope="module")
 def small_corpus(tmp_path_factory):
     """The first 120 chapters of Genesis..Leviticus in Google's format."""
     path = tmp_path_factory.mktemp("corpus") / "kjv.txt"

@@ -25,11 +25,6 @@ DATA = os.path.join(os.path.dirname(__file__), "data")
 
 
 @pytest.fixture(scope="module")
-def vocab(minilm_dir):
-    return os.path.join(minilm_dir, "vocab.txt")
-
-
-@pytest.fixture(scope="module")
 def pretraining_records(vocab, tmp_path_factory):
     """MLM + NSP records (max_seq_length 32, 5 predictions) from 60 KJV chapters, in two shards."""
     root = tmp_path_factory.mktemp("pretraining")

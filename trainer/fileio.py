@@ -292,6 +292,15 @@ def publish_folder(final: str, build: Callable[[str], T], marker: str) -> T:
     return result
 
 
+def move(source: str, target: str) -> None:
+    """Moves one file, replacing ``target`` (locally one atomic rename; object stores: in the same bucket)."""
+    if is_remote(source):
+        _move_file_remote(source, target)
+    else:
+        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+        os.replace(source, target)
+
+
 def _move_file_remote(source: str, target: str) -> None:
     if _is_gcs(source):
         bucket, name = _gcs_bucket_and_name(source)

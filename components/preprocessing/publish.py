@@ -15,7 +15,7 @@ removed at once (failure) or by the next run into the folder (kill). After step 
 kill during step 3 can leave an earlier run's side files beside it for a moment (``statistics.json`` and the
 manifest carry the run id). Shard names come from what Beam reports
 it wrote, never from a glob, so nothing of another run can be counted. One run per output folder at a time.
-Paths may be local or ``gs://`` (Beam's FileSystems).
+Paths may be local or ``gs://`` (:mod:`trainer.fileio`).
 """
 
 from __future__ import annotations
@@ -24,12 +24,10 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import time
 from collections.abc import Mapping
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 
 from trainer import features, fileio
 
@@ -43,34 +41,22 @@ def _basename(path: str) -> str:
 
 
 def _children(folder: str) -> list[str]:
-    """Paths directly inside ``folder``: files, and folders (known by the files under them) with a final "/"."""
+    """Paths directly inside ``folder``: files, and folders with a final "/" (on object stores: known by the
+    files under them)."""
     prefix = fileio.join(folder, "")
     if not fileio.is_remote(folder):
         return sorted(prefix + n + ("/" if os.path.isdir(prefix + n) else "") for n in os.listdir(folder))
-    found = set()
-    for result in FileSystems.match([prefix + "**"]):
-        for metadata in result.metadata_list:
-            if not metadata.path.startswith(prefix):
-                continue
-            first, *rest = metadata.path[len(prefix):].split("/", 1)
-            found.add(prefix + first + ("/" if rest else ""))
-    return sorted(found)
-
-
-def _exists(path: str) -> bool:
-    return FileSystems.exists(path)
+    return sorted({prefix + name.split("/", 1)[0] + ("/" if "/" in name else "") for name in fileio.list_files(folder)})
 
 
 def _delete(paths: list[str]) -> None:
     """Deletes files and folders (a folder path ends with "/"); best effort: the output is already whole."""
     for path in paths:
         try:
-            if fileio.is_remote(path):
-                FileSystems.delete([path])
-            elif os.path.isdir(path):
-                shutil.rmtree(path)
-            elif os.path.exists(path):
-                os.remove(path)
+            if path.endswith("/"):
+                fileio.remove_tree(path)
+            else:
+                fileio.remove(path, missing_ok=True)
         except Exception as err:  # noqa: BLE001
             logging.warning("could not delete %s: %s", path, err)
 
@@ -110,10 +96,9 @@ class Staging:
     def written_shards(self) -> list[str]:
         """The shard paths the pipeline's sink reported (it writes them to :data:`WRITTEN_SHARDS_FILE`)."""
         path = self.file(WRITTEN_SHARDS_FILE)
-        if not _exists(path):
+        if not fileio.exists(path):
             raise FileNotFoundError(f"{path}: the pipeline did not report its shards")
-        with FileSystems.open(path) as handle:
-            return sorted(json.loads(handle.read()))
+        return sorted(json.loads(fileio.read_text(path)))
 
     def publish(self, shards: list[str], manifest: dict, side_files: Mapping[str, str]) -> dict:
         """Moves ``shards`` (staged paths) into the output folder and commits ``manifest``; then moves in the
@@ -121,17 +106,18 @@ class Staging:
         output, e.g. the pool of an earlier pair-mode run) and removes what earlier outputs left; -> the
         manifest written. Steps after the commit are best effort: the output is already whole."""
         names = [_basename(s) for s in shards]
-        FileSystems.rename(list(shards), [fileio.join(self.output_dir, n) for n in names])
+        for shard, name in zip(shards, names):
+            fileio.move(shard, fileio.join(self.output_dir, name))
         manifest = {**manifest, "run_id": self.run_id}
         fileio.atomic_write_text(fileio.join(self.output_dir, features.MANIFEST_FILE), json.dumps(manifest, indent=2))
         self.committed = True
         try:
             for name, staged in side_files.items():
                 target = fileio.join(self.output_dir, name)
-                if _exists(target):
-                    FileSystems.delete([target])  # gs:// renames do not replace; local ones would
-                if _exists(staged):
-                    FileSystems.rename([staged], [target])
+                if fileio.exists(staged):
+                    fileio.move(staged, target)
+                else:  # this run has no such file (e.g. no pool in single mode): an earlier run's must go
+                    fileio.remove(target, missing_ok=True)
             keep = {*names, *side_files, features.MANIFEST_FILE}
             stale = [p for p in _children(self.output_dir) if not p.endswith("/") and _basename(p) not in keep
                      and (".tfrecord" in _basename(p) or _basename(p).endswith(features.LABELS_FILE_SUFFIX))]
