@@ -319,7 +319,7 @@ def test_finetuning_pipeline_runs_locally_with_kfp_local(minilm_dir, tmp_path):
     spec = {
         "pipeline": "finetuning", "component_image": "python:3.11", "pretrained_model": pretrained,
         "finetuning_tasks": [{"train": train, "eval": eval_, "data": {"task": "question", "max_seq_length": 32}}],
-        "finetuning": {"steps": 40, "log_every": 20, "checkpoint_every": 40, "data": {"global_batch_size": 16},
+        "finetuning": {"steps": 120, "log_every": 40, "checkpoint_every": 120, "data": {"global_batch_size": 16},
                        "optimizer": {"learning_rate": 0.003}, "tasks": [{"name": "question", "kind": "sentence"}]},
         "thresholds": {"question.accuracy": 0.0}, "registry_dir": str(tmp_path / "registry"),
         "champion_tolerance": 0.01,
