@@ -10,7 +10,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info lines are noise on a CLI
 
-from trainer.checkpoints.common import CheckpointError  # noqa: E402
+from trainer.checkpoints.config import CheckpointError  # noqa: E402
 from trainer.config import ConfigError, add_config_flags, config_from_args  # noqa: E402
 from trainer.text.base import EncoderError  # noqa: E402
 from trainer.training.config import TrainingError  # noqa: E402
@@ -175,9 +175,9 @@ def _add_pipeline_commands(commands) -> None:
 
 def step_configs():
     """Every step's config class, in the order the docs list them."""
-    from trainer.checkpoints.convert import ConvertConfig  # noqa: PLC0415
+    from trainer.checkpoints.config import ConvertConfig  # noqa: PLC0415
     from trainer.model.config import TransformerConfig  # noqa: PLC0415
-    from trainer.text.factory import EncoderConfig  # noqa: PLC0415
+    from trainer.text.config import EncoderConfig  # noqa: PLC0415
 
     from components.preprocessing.steps import STEPS  # noqa: PLC0415
 
@@ -221,9 +221,11 @@ def _config_docs(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The whole command tree. It imports only config modules (stdlib, yaml): `--help` stays fast, and
+    TensorFlow, Beam, kfp and the Google Cloud clients load when a command runs."""
     from components.preprocessing.steps import add_step_parsers, run_step  # noqa: PLC0415
-    from trainer.checkpoints.convert import ConvertConfig  # noqa: PLC0415
-    from trainer.text.factory import EncoderConfig  # noqa: PLC0415
+    from trainer.checkpoints.config import ConvertConfig  # noqa: PLC0415
+    from trainer.text.config import EncoderConfig  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(prog="bertkeras", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)

@@ -16,9 +16,7 @@ from collections.abc import Mapping
 from typing import Literal, TypeVar
 
 from components.pipeline_steps import CHAMPION_SUFFIX
-from components.preprocessing.finetuning import FinetuningDataConfig
-from components.preprocessing.pretraining import PretrainingDataConfig
-from components.preprocessing.vocabulary import VocabularyConfig
+from components.preprocessing.config import FinetuningDataConfig, PretrainingDataConfig, VocabularyConfig
 from trainer.config import Config, ConfigError, option
 from trainer.tasks import REGISTRY
 from trainer.training.config import TrainConfig
@@ -306,8 +304,9 @@ class PipelineConfig(Config):
         if self.fine_tunes:
             gate.update({f"{task.name}.{t.metric}": t.minimum for task in self.finetuning_tasks for t in task.thresholds})
         if self.champion_tolerance is not None:
+            # (not for <metric>_over_baseline: on the same data the baseline is the same, so <metric> covers it)
             gate.update({f"{key}{CHAMPION_SUFFIX}": -self.champion_tolerance for key in list(gate)
-                         if not key.endswith(CHAMPION_SUFFIX)})
+                         if not key.endswith((CHAMPION_SUFFIX, "_over_baseline"))})
         return gate
 
 

@@ -98,6 +98,23 @@ def test_sentence_head_reads_the_extraction_index_through_a_pooler_started_from_
     np.testing.assert_allclose(head_pooler(np.asarray(out["sequence_output"])[:, 0]), model(at_cls)["pooled_output"], atol=1e-6)
 
 
+def test_mean_pooled_sentence_head_reads_the_mean_of_real_tokens_and_reloads(tmp_path):
+    heads = {"masked_lm": {"kind": "masked_lm"}, "topic": {"kind": "sentence", "num_classes": 3, "dropout": 0.0, "pooling": "mean"}}
+    model = build_model(TINY, heads, last_block_at_read_positions=True)  # mean pooling needs every position
+    x = batch()
+    out = model(x)
+    assert "sequence_output" in out and not any("topic_pooler" in w.path for w in model.weights)
+    seq, mask = np.asarray(out["sequence_output"]), x["padding_mask"].astype("float32")
+    mean = (seq * mask[:, :, None]).sum(1) / mask.sum(1, keepdims=True)
+    np.testing.assert_allclose(out["topic"], model.get_layer("topic")(mean), atol=1e-5)
+    changed = dict(x, token_ids=x["token_ids"].copy())
+    changed["token_ids"][1, -3:] = 9  # padding does not move the mean
+    np.testing.assert_allclose(model(changed)["topic"], out["topic"], atol=1e-5)
+    model.save(tmp_path / "m.keras")
+    again = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    np.testing.assert_allclose(again(x)["topic"], out["topic"], atol=1e-6)
+
+
 def test_gpt_style_encoder_without_segments_or_pooler():
     config = TransformerConfig(
         **{**TINY.to_dict(), "type_vocab_size": 0, "pooler": False, "causal": True, "embedding_layer_norm": False,

@@ -190,3 +190,20 @@ def test_compiled_update_equals_keras_apply_and_embedding_gradients_are_dense():
     before = segment.numpy()
     run(1)
     np.testing.assert_allclose(np.abs(segment.numpy() - before)[0], 1e-4, rtol=1e-3)
+
+
+def test_epochs_set_the_steps_from_the_records_of_every_source(tmp_path):
+    from trainer.training.loop import steps_from_epochs  # noqa: PLC0415
+
+    folder = tmp_path / "records"
+    folder.mkdir()
+    shutil.copy(GOOGLE, folder / "pretraining-00000-of-00001.tfrecord")
+    (folder / "manifest.json").write_text(json.dumps({"shards": {"pretraining-00000-of-00001.tfrecord": 50}, "records": 50}))
+    glob = str(tmp_path / "loose-*.tfrecord")  # no manifest: counted by reading
+    shutil.copy(GOOGLE, tmp_path / "loose-0.tfrecord")
+    config = TrainConfig.resolve(None, ["output_dir=o", f"data.train=[{folder}, {glob}]", "data.global_batch_size=8",
+                                        "epochs=1.5", "steps=7"])
+    assert steps_from_epochs(config).steps == 19  # ceil(1.5 x 100 / 8); steps=7 is ignored
+    assert steps_from_epochs(TrainConfig.resolve(None, ["output_dir=o", f"data.train=[{glob}]", "steps=7"])).steps == 7
+    with pytest.raises(ConfigError, match="epochs: synthetic data has no records"):
+        TrainConfig.resolve(None, ["output_dir=o", "data.synthetic=true", "epochs=2"])

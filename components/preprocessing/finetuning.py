@@ -13,11 +13,9 @@ are written beside the records as ``<task>_labels.txt``. See :mod:`trainer.featu
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import json
 import time
-from typing import Literal
 
 import apache_beam as beam
 import numpy as np
@@ -26,6 +24,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from components.preprocessing.beam_options import pipeline_options
+from components.preprocessing.config import FinetuningDataConfig, PreprocessError
 from components.preprocessing.corpus import (
     CORRUPT_FILE,
     NAMESPACE,
@@ -43,8 +42,6 @@ from components.preprocessing.corpus import (
 from components.preprocessing.examples import WriteRecordBatches, length_mask, serialize_examples
 from components.preprocessing.pretraining import (
     DEAD_LETTERS_FILE,
-    OnCorruptFile,
-    PreprocessError,
     _counters,
     corrupt_file_error,
     expand_inputs,
@@ -52,58 +49,11 @@ from components.preprocessing.pretraining import (
 )
 from components.preprocessing.publish import WRITTEN_SHARDS_FILE, ReportShards, Staging
 from trainer import features, fileio
-from trainer.config import Config, option
-from trainer.tasks import Task, TaskConfig, make_task
 from trainer.tasks.base import RecordShape
 from trainer.text.base import decode_utf8
-from trainer.text.factory import EncoderConfig, build_encoder, shared_encoder
+from trainer.text.factory import build_encoder, shared_encoder
 
 CONLL = "conll"  # the word-per-line format; every other format holds one labelled text per row
-
-
-@dataclasses.dataclass(frozen=True)
-class FinetuningDataConfig(Config):
-    """Labelled examples -> fine-tuning TFRecords for one task."""
-
-    task: str = option("", "task name: feature prefix and label file name")
-    level: Literal["sentence", "token"] = option("sentence", "sentence: one label per example; token: a tag per word")
-    inputs: tuple[str, ...] = option((), "files or globs")
-    input_format: Literal["tsv", "csv", "jsonl", "conll"] = option("tsv", "tsv/csv (header row), jsonl; conll for token level")
-    text_field: str = option("text", "column/key of the text")
-    text_b_field: str = option("", "column/key of the second segment (optional)")
-    label_field: str = option("label", "column/key of the label")
-    label_vocabulary: str = option("", "file of labels, one a line (default: the sorted distinct labels of the data)")
-    extraction_index: Literal["first", "last"] = option("first", "sentence tasks: position the head reads (first = [CLS])")
-    output_dir: str = option("", "output folder")
-    encoder: EncoderConfig = option(EncoderConfig(), "the text encoder")
-    max_seq_length: int = option(128, "tokens per example (longer inputs are truncated and counted)")
-    num_shards: int = option(1, "output shards")
-    runner: str = option("DirectRunner", "Beam runner")
-    num_workers: int = option(1, "DirectRunner worker processes")
-    beam_args: tuple[str, ...] = option((), "extra Beam flags")
-    max_invalid_share: float = option(0.05, "a file whose first 64 KiB hold NUL bytes or more than this share of invalid UTF-8 sequences is not text: dead-lettered whole")
-    on_corrupt_file: OnCorruptFile = option("dead_letter", "a truncated or corrupt compressed file: dead-letter it by name (none of its rows are used) or fail the run, leaving the output in place untouched")
-
-    def task_object(self) -> Task:
-        """The task these records feed: it packs each example and names the record features."""
-        return make_task(TaskConfig(name=self.task or "task", kind=self.level, extraction_index=self.extraction_index))
-
-    def check(self) -> list[str]:
-        errors = []
-        if not self.task or not self.task.isidentifier():
-            errors.append(f"task: must be a name like 'topic' (letters, digits, _), got {self.task!r}")
-        if not self.inputs:
-            errors.append("inputs: at least one file is required")
-        if not self.output_dir:
-            errors.append("output_dir: required")
-        formats = self.task_object().input_formats
-        if self.input_format not in formats:
-            errors.append(f"input_format: {self.level}-level tasks read {' or '.join(formats)}, got {self.input_format}")
-        if self.max_seq_length < 4:
-            errors.append(f"max_seq_length: must be >= 4, got {self.max_seq_length}")
-        if not 0.0 <= self.max_invalid_share <= 1.0:
-            errors.append(f"max_invalid_share: must be in [0, 1], got {self.max_invalid_share}")
-        return errors
 
 
 class ReadExamples(beam.DoFn):

@@ -17,12 +17,10 @@ the shards: a run stages everything and publishes it with the manifest as the co
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import random
 import time
-from typing import Literal
 
 import apache_beam as beam
 from apache_beam.io import fileio as beam_fileio
@@ -34,6 +32,11 @@ from apache_beam.metrics.metric import MetricsFilter
 
 from components.preprocessing import instances as inst
 from components.preprocessing.beam_options import pipeline_options
+from components.preprocessing.config import (  # noqa: F401 - OnCorruptFile re-exported
+    OnCorruptFile,
+    PreprocessError,
+    PretrainingDataConfig,
+)
 from components.preprocessing.corpus import (
     CORRUPT_FILE,
     NAMESPACE,
@@ -47,8 +50,7 @@ from components.preprocessing.corpus import (
 from components.preprocessing.examples import WriteRecordBatches, count_tfrecords, length_mask, serialize_examples
 from components.preprocessing.publish import WRITTEN_SHARDS_FILE, ReportShards, Staging
 from trainer import features, fileio
-from trainer.config import Config, option
-from trainer.text.factory import EncoderConfig, build_encoder, shared_encoder
+from trainer.text.factory import build_encoder, shared_encoder
 
 LENGTH_BUCKET = 16
 SHARD_PREFIX = "pretraining"
@@ -60,65 +62,6 @@ CORRUPT_REASONS = (CORRUPT_FILE, UNREADABLE_FILE)
 # The manifest's counts: documents and every kind of loss, so nothing dropped or repaired goes unreported.
 COUNTED = ("documents", "tokens", "masked_tokens", "empty_documents", "dead_letters", "invalid_utf8_lines",
            "lines_too_long", "lines_without_tokens", "unreadable_files", "corrupt_files", "not_text_files")
-
-
-OnCorruptFile = Literal["dead_letter", "fail"]
-
-
-class PreprocessError(ValueError):
-    """The corpus cannot be turned into records (e.g. it is empty); the message says which input."""
-
-
-@dataclasses.dataclass(frozen=True)
-class PretrainingDataConfig(Config):
-    """Corpus -> pretraining TFRecords (Google's create_pretraining_data.py schema)."""
-
-    inputs: tuple[str, ...] = option((), "corpus files or globs (local or gs://), plain or compressed")
-    input_format: Literal["text", "jsonl"] = option("text", "text: a sentence a line, blank line between documents; jsonl: {'text': ...} a line")
-    output_dir: str = option("", "folder for the shards, manifest, statistics and dead letters")
-    encoder: EncoderConfig = option(EncoderConfig(), "the text encoder")
-    mode: Literal["pair", "single", "causal"] = option("pair", "pair: MLM + next sentence; single: MLM only; causal: GPT blocks")
-    max_seq_length: int = option(128, "tokens per instance")
-    max_predictions_per_seq: int = option(20, "masked positions per instance at most")
-    masked_lm_prob: float = option(0.15, "share of tokens to mask")
-    mask_rate: float = option(0.8, "of the chosen tokens, share replaced by [MASK]")
-    random_rate: float = option(0.1, "of the chosen tokens, share replaced by a random token (the rest are kept)")
-    whole_word_masking: bool = option(False, "mask all pieces of a word together")
-    short_seq_prob: float = option(0.1, "probability of a shorter target length")
-    dupe_factor: int = option(1, "passes over the corpus, each masked differently (Google's default is 10)")
-    seed: int = option(12345, "random seed")
-    negative_pool_size: int = option(4096, "documents in the pool that 'random next' segments come from")
-    num_shards: int = option(0, "output shards; 0 = one per bundle, written without a shuffle (a fixed N makes Beam group all records by shard, which DirectRunner holds in memory)")
-    compression: Literal["none", "gzip"] = option("none", "TFRecord compression")
-    max_line_bytes: int = option(1_000_000, "longer lines become dead letters")
-    range_bytes: int = option(4 << 20, "files are read in ranges of about this many bytes")
-    runner: str = option("DirectRunner", "Beam runner (DirectRunner locally, DataflowRunner in the cloud)")
-    num_workers: int = option(1, "DirectRunner worker processes (>1: multi_processing; on 2 cores one in-memory worker is faster)")
-    beam_args: tuple[str, ...] = option((), "extra Beam flags, e.g. --project=p,--region=r,--temp_location=gs://b/tmp")
-    max_invalid_share: float = option(0.05, "a file whose first 64 KiB hold NUL bytes or more than this share of invalid UTF-8 sequences is not text: dead-lettered whole")
-    on_corrupt_file: OnCorruptFile = option("dead_letter", "a truncated or corrupt compressed file: dead-letter it by name (documents before the damage are kept and counted) or fail the run, leaving the output in place untouched")
-
-    def check(self) -> list[str]:
-        errors = []
-        if not self.inputs:
-            errors.append("inputs: at least one file or glob is required")
-        if not self.output_dir:
-            errors.append("output_dir: required")
-        if self.max_seq_length < 8:
-            errors.append(f"max_seq_length: must be >= 8, got {self.max_seq_length}")
-        if self.mode != "causal" and not 1 <= self.max_predictions_per_seq <= self.max_seq_length:
-            errors.append(f"max_predictions_per_seq: must be in [1, max_seq_length], got {self.max_predictions_per_seq}")
-        for name in ("masked_lm_prob", "mask_rate", "random_rate", "short_seq_prob", "max_invalid_share"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                errors.append(f"{name}: must be in [0, 1], got {getattr(self, name)}")
-        if self.mask_rate + self.random_rate > 1.0:
-            errors.append("random_rate: mask_rate + random_rate must be <= 1")
-        if self.num_shards < 0:
-            errors.append(f"num_shards: must be >= 0, got {self.num_shards}")
-        for name in ("dupe_factor", "negative_pool_size", "max_line_bytes", "range_bytes", "num_workers"):
-            if getattr(self, name) < 1:
-                errors.append(f"{name}: must be >= 1, got {getattr(self, name)}")
-        return errors
 
 
 def continuation_table(encoder) -> np.ndarray:

@@ -8,23 +8,40 @@ import json
 import logging
 import sys
 
-from components.preprocessing.finetuning import FinetuningDataConfig
-from components.preprocessing.finetuning import run as run_finetuning
-from components.preprocessing.pretraining import PreprocessError, PretrainingDataConfig
-from components.preprocessing.pretraining import run as run_pretraining
-from components.preprocessing.vocabulary import VocabularyConfig, train_vocabulary
+from components.preprocessing.config import (
+    FinetuningDataConfig,
+    PreprocessError,
+    PretrainingDataConfig,
+    VocabularyConfig,
+)
 from trainer.config import ConfigError, add_config_flags, config_from_args
 from trainer.text.base import EncoderError
 
 
+# The step functions import their Beam pipelines (Beam, NumPy, TensorFlow) when a step runs, not when the
+# parsers are built: `--help` and the config reference need only the config classes.
+def _pretraining(config: PretrainingDataConfig) -> dict:
+    from components.preprocessing.pretraining import run  # noqa: PLC0415
+
+    return run(config)
+
+
+def _finetuning(config: FinetuningDataConfig) -> dict:
+    from components.preprocessing.finetuning import run  # noqa: PLC0415
+
+    return run(config)
+
+
 def _vocabulary(config: VocabularyConfig) -> dict:
+    from components.preprocessing.vocabulary import train_vocabulary  # noqa: PLC0415
+
     encoder = train_vocabulary(config)
     return {"output": config.output_dir, "kind": encoder.kind, "vocab_size": encoder.vocab_size, "fingerprint": encoder.fingerprint}
 
 
 STEPS = {
-    "pretraining": (PretrainingDataConfig, run_pretraining, "corpus -> MLM/NSP or causal-LM TFRecords (Google's schema)"),
-    "finetuning": (FinetuningDataConfig, run_finetuning, "labelled TSV/CSV/JSONL/CoNLL -> task TFRecords"),
+    "pretraining": (PretrainingDataConfig, _pretraining, "corpus -> MLM/NSP or causal-LM TFRecords (Google's schema)"),
+    "finetuning": (FinetuningDataConfig, _finetuning, "labelled TSV/CSV/JSONL/CoNLL -> task TFRecords"),
     "vocabulary": (VocabularyConfig, _vocabulary, "corpus sample -> WordPiece vocabulary or SentencePiece model"),
 }
 

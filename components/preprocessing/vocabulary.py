@@ -8,43 +8,14 @@ same special pieces). The output folder holds the assets, ``encoder.json`` and `
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections.abc import Iterable
-from typing import Literal
 
+from components.preprocessing.config import VocabularyConfig  # noqa: F401 - re-exported
 from trainer import fileio
-from trainer.config import Config, option
 from trainer.text.base import TextEncoder
 from trainer.text.sentencepiece_encoder import SentencePieceEncoder, iter_corpus_lines
 from trainer.text.wordpiece import BERT_SPECIAL_TOKENS, WordPieceEncoder
-
-
-@dataclasses.dataclass(frozen=True)
-class VocabularyConfig(Config):
-    """Train a WordPiece vocabulary or a SentencePiece model from a sample of the corpus."""
-
-    kind: Literal["wordpiece", "sentencepiece"] = option("wordpiece", "what to train")
-    inputs: tuple[str, ...] = option((), "corpus files (local or gs://)")
-    output_dir: str = option("", "encoder folder to write")
-    vocab_size: int = option(8000, "target vocabulary size")
-    lower_case: bool = option(True, "wordpiece: uncased")
-    model_type: Literal["unigram", "bpe"] = option("unigram", "sentencepiece algorithm")
-    character_coverage: float = option(0.9995, "sentencepiece: share of characters covered")
-    max_lines: int = option(200_000, "lines sampled from the corpus (seeded reservoir sample)")
-    seed: int = option(0, "random seed of the sample")
-
-    def check(self) -> list[str]:
-        errors = []
-        if not self.inputs:
-            errors.append("inputs: at least one corpus file is required")
-        if not self.output_dir:
-            errors.append("output_dir: required")
-        if self.vocab_size < 16:
-            errors.append(f"vocab_size: must be >= 16, got {self.vocab_size}")
-        if self.max_lines < 1:
-            errors.append(f"max_lines: must be >= 1, got {self.max_lines}")
-        return errors
 
 
 def reservoir_sample(lines: Iterable[str], size: int, seed: int) -> list[str]:

@@ -16,9 +16,7 @@ from typing import Any
 import numpy as np
 
 from trainer import fileio
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be converted; the message names the file and/or tensor."""
+from trainer.checkpoints.config import CheckpointError  # noqa: F401 - defined with ConvertConfig, re-exported
 
 
 @dataclasses.dataclass(frozen=True)

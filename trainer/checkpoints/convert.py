@@ -18,18 +18,16 @@ import dataclasses
 import os
 import re
 import tempfile
-from typing import Literal
 
 import numpy as np
 
 from trainer import features, fileio
 from trainer.checkpoints import bert, openai_gpt
-from trainer.checkpoints.common import CheckpointError, ConversionReport
-from trainer.config import Config, option
+from trainer.checkpoints.common import ConversionReport
+from trainer.checkpoints.config import CheckpointError, ConvertConfig, SourceFormat  # noqa: F401 - re-exported
 from trainer.features import COMPLETE_FILE, ENCODER_DIR, MODEL_FILE
 from trainer.model.saving import save_model
 
-SourceFormat = Literal["auto", "google_tf1", "huggingface", "openai_gpt"]
 REPORT_FILE = features.CONVERSION_REPORT_FILE
 
 # Reference-output names used by HF / Google dumps -> our output names.
@@ -38,31 +36,6 @@ REFERENCE_OUTPUTS = {
     "pooler_output": features.POOLED_OUTPUT, "pooled_output": features.POOLED_OUTPUT,
     "mlm_logits": bert.MLM_HEAD, "nsp_logits": bert.NSP_HEAD, "lm_logits": openai_gpt.LM_HEAD,
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class ConvertConfig(Config):
-    """Convert a pretrained checkpoint into a bertkeras model."""
-
-    source: str = option("", "checkpoint folder (or TF1 prefix / .safetensors file)")
-    source_format: SourceFormat = option("auto", "auto-detected from the files unless given")
-    config_file: str = option("", "bert_config.json / config.json (default: beside the checkpoint)")
-    vocab_file: str = option("", "vocab.txt or encoder_bpe_40000.json (default: beside the checkpoint)")
-    merges_file: str = option("", "GPT-1 vocab_40000.bpe (default: beside the checkpoint)")
-    lower_case: bool = option(True, "WordPiece vocabularies: uncased (true) or cased")
-    output_dir: str = option("", "where model.keras, encoder/ and conversion_report.json go")
-    reference_outputs: str = option("", ".npz of inputs and reference outputs to check parity against")
-    parity_tolerance: float = option(1e-4, "maximum absolute difference allowed against the reference outputs")
-
-    def check(self) -> list[str]:
-        errors = []
-        if not self.source:
-            errors.append("source: required")
-        if not self.output_dir:
-            errors.append("output_dir: required")
-        if self.parity_tolerance <= 0:
-            errors.append(f"parity_tolerance: must be > 0, got {self.parity_tolerance}")
-        return errors
 
 
 # The files the converters read from a checkpoint folder (a remote folder's other files are not copied).

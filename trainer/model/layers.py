@@ -321,6 +321,16 @@ class FirstRow(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
+class MaskedMean(keras.layers.Layer):
+    """[batch, length, hidden] and a padding mask [batch, length] -> [batch, hidden]: the mean over real tokens
+    (sentence-transformers' mean pooling)."""
+
+    def call(self, sequence, padding_mask):
+        mask = keras.ops.cast(padding_mask, sequence.dtype)[:, :, None]
+        return keras.ops.sum(sequence * mask, axis=1) / keras.ops.maximum(keras.ops.sum(mask, axis=1), 1.0)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class SplitRows(keras.layers.Layer):
     """Splits rows [batch, sum(n_i), hidden] into one [batch, n_i, hidden] per positions tensor [batch, n_i]."""
 

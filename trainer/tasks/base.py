@@ -16,14 +16,15 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Sequence
-from typing import ClassVar
-
-import numpy as np
+from typing import TYPE_CHECKING, ClassVar
 
 from trainer import features, fileio
 from trainer.features import DataError
 from trainer.tasks.config import TaskConfig
 from trainer.tasks.metrics import confusion_matrix, macro_f1
+
+if TYPE_CHECKING:  # NumPy loads where metrics are computed: the task configs import without it
+    import numpy as np
 
 
 BASELINE_PREFIX = "baseline_"  # baseline metrics beside the model's: accuracy and baseline_accuracy
@@ -187,6 +188,8 @@ class Task:
     # --- evaluation ---------------------------------------------------------------------------------------
     def metrics(self, predictions: np.ndarray, gold: np.ndarray, weight: np.ndarray, ce: np.ndarray) -> dict:
         """Metrics of one evaluation pass (predictions are the argmax of the head's logits)."""
+        import numpy as np  # noqa: PLC0415
+
         total = float(weight.sum())
         if total == 0:
             return {"weight": 0.0}
@@ -225,6 +228,8 @@ class ClassificationTask(Task):
         return type(self)(self.config, n, found)
 
     def metrics(self, predictions, gold, weight, ce) -> dict:
+        import numpy as np  # noqa: PLC0415
+
         out = super().metrics(predictions, gold, weight, ce)
         if not out.get("weight"):
             return out
@@ -238,6 +243,8 @@ class ClassificationTask(Task):
     def baseline_metrics(self, name: str, predictions: np.ndarray, evaluation: dict) -> dict:
         """The baseline's predictions scored like the model's: ``baseline_accuracy``, ``baseline_macro_f1`` or
         ``baseline_span_f1``..., and ``baseline`` (what it is)."""
+        import numpy as np  # noqa: PLC0415
+
         gold, weight = evaluation[self.labels_key()], evaluation[self.weights_key()]
         scored = self.metrics(predictions, gold, weight, np.zeros(weight.shape))
         keep = ("accuracy", "macro_f1", "span_f1", "span_precision", "span_recall")

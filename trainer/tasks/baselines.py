@@ -15,10 +15,12 @@ source becomes, so they work the same whatever the data's text format; the "word
 from __future__ import annotations
 
 from collections import Counter
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from trainer import features
+
+if TYPE_CHECKING:  # NumPy loads when a baseline is fit: importing the tasks (and their configs) stays light
+    import numpy as np
 
 BOW_MAX_FEATURES = 50_000
 BOW_STEPS = 300
@@ -81,6 +83,8 @@ def bag_of_words_predictions(train: dict, labels: np.ndarray, evaluation: dict, 
 def _words(token_ids: np.ndarray, padding_mask: np.ndarray, weights: np.ndarray):
     """Per example, (position, word) for each labelled position; a word runs from its labelled first sub-word
     to the next labelled position (or the end token)."""
+    import numpy as np  # noqa: PLC0415
+
     for row, length, weight in zip(token_ids, padding_mask.sum(axis=1), weights):
         starts = np.flatnonzero(weight > 0).tolist()
         ends = starts[1:] + [max(int(length) - 1, starts[-1] + 1)] if starts else []
@@ -90,6 +94,8 @@ def _words(token_ids: np.ndarray, padding_mask: np.ndarray, weights: np.ndarray)
 def lookup_predictions(train: dict, labels: np.ndarray, weights: np.ndarray, evaluation: dict,
                        eval_weights: np.ndarray) -> np.ndarray:
     """Each word's most frequent training label; -> predictions shaped like the evaluation labels."""
+    import numpy as np  # noqa: PLC0415
+
     counts: dict[tuple, Counter] = {}
     overall: Counter = Counter()
     for row_labels, words in zip(labels, _words(train[features.TOKEN_IDS], train[features.PADDING_MASK], weights)):

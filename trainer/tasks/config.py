@@ -49,6 +49,10 @@ class TaskConfig(Config):
     dropout: float = option(0.1, "dropout before the classifier")
     weight: ScheduleConfig = option(ScheduleConfig(), "loss-weight schedule over the global step")
     extraction_index: Literal["first", "last"] = option("first", "sentence tasks at serving: the position the head reads (as the records)")
+    pooling: Literal["index", "mean"] = option(
+        "index", "sentence tasks: index: the encoder's vector at the extraction index, through a pooler when the "
+        "backbone has one (BERT's [CLS]); mean: the mean over the real tokens (sentence-transformers' pooling, "
+        "what sentence-embedding checkpoints such as all-MiniLM-L6-v2 were trained with)")
 
     def check(self) -> list[str]:
         errors = []

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # NumPy loads when a metric is computed: importing the tasks (and their configs) stays light
+    import numpy as np
 
 
 def macro_f1(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> float:
     """Mean F1 over the classes that occur in the labels or the predictions."""
+    import numpy as np  # noqa: PLC0415
+
     scores = []
     for c in range(num_classes):
         tp = np.sum((predictions == c) & (labels == c))
@@ -20,6 +24,8 @@ def macro_f1(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> f
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> list[list[int]]:
+    import numpy as np  # noqa: PLC0415
+
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(matrix, (labels, predictions), 1)
     return matrix.tolist()

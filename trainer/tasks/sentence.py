@@ -1,6 +1,7 @@
 """Sentence classification with an extraction index (the seed's sentence-level task): the head reads the
 encoder's vector at one position per example (``<name>_index``: 0 = [CLS] for BERT, the last token for GPT),
-through a pooler (dense + tanh) when the backbone has one, then dropout and a linear classifier.
+through a pooler (dense + tanh) when the backbone has one, then dropout and a linear classifier. With
+``pooling: mean`` it reads the mean over the real tokens instead (no pooler), as sentence-embedding models do.
 
 The head's pooler is its own layer (``<name>_pooler``) initialised from the backbone's pooler: identical to
 BERT's pooled output at [CLS], and free to adapt to the task without moving the backbone's pooler.
@@ -15,7 +16,6 @@ from trainer.tasks.baselines import bag_of_words_predictions
 
 class SentenceClassification(ClassificationTask):
     kind = "sentence"
-    reads_positions = True
     has_label_names = True
     input_formats = ("tsv", "csv", "jsonl")  # labelled text: text, optional text_b, label
 
@@ -35,6 +35,10 @@ class SentenceClassification(ClassificationTask):
         index = 0 if self.config.extraction_index == "first" else len(ids) - 1
         return {features.INPUT_IDS: ids, features.SEGMENT_IDS: segments, self.labels_key(): [label],
                 self.weights_key(): [1.0], self.index_key(): [index]}, truncated
+
+    @property
+    def reads_positions(self) -> bool:
+        return self.config.pooling == "index"
 
     def index_key(self) -> str:
         return features.task_index(self.name)
@@ -62,17 +66,23 @@ class SentenceClassification(ClassificationTask):
     def read_positions(self, inputs):
         from trainer.model.layers import IndexAsPositions  # noqa: PLC0415
 
+        if not self.reads_positions:
+            return None
         return IndexAsPositions(name=f"{self.name}_position")(inputs[self.index_key()])
 
     def head(self, context: HeadContext, inputs):
         import keras  # noqa: PLC0415
 
-        from trainer.model.layers import Dropout, FirstRow, initializer  # noqa: PLC0415
+        from trainer.model.layers import Dropout, FirstRow, MaskedMean, initializer  # noqa: PLC0415
 
         backbone, name = context.backbone, self.name
         init = initializer(getattr(backbone, "initializer_range", 0.02))
-        h = FirstRow(name=f"{name}_extract")(context.rows(self))
-        pooler = getattr(backbone, "pooler", None)
+        if self.config.pooling == "mean":
+            h = MaskedMean(name=f"{name}_mean")(context.sequence_output(self), inputs[features.PADDING_MASK])
+            pooler = None
+        else:
+            h = FirstRow(name=f"{name}_extract")(context.rows(self))
+            pooler = getattr(backbone, "pooler", None)
         if pooler is not None:
             own = keras.layers.Dense(int(h.shape[-1]), activation="tanh", kernel_initializer=init, name=f"{name}_pooler")
             own.build(h.shape)

@@ -27,7 +27,7 @@ class TrainingError(RuntimeError):
 # and how it runs (the strategy and compilation give the same weights). Everything else must match the run's
 # saved training_config.yaml. A name covers its sub-fields.
 CHANGEABLE_ON_RESUME = (
-    "on_existing", "output_dir", "steps", "checkpoint_every", "keep_checkpoints", "log_every", "eval_batches",
+    "on_existing", "output_dir", "steps", "epochs", "checkpoint_every", "keep_checkpoints", "log_every", "eval_batches",
     "export", "max_seq_length", "data.eval", "data.verify_records", "runtime.strategy", "runtime.tpu",
     "runtime.cpu_devices", "runtime.xla", "runtime.steps_per_loop", "runtime.last_block_at_read_positions",
 )
@@ -143,7 +143,10 @@ class TrainConfig(Config):
     optimizer: OptimizerConfig = option(OptimizerConfig(), "optimizer and learning-rate schedule")
     runtime: RuntimeConfig = option(RuntimeConfig(), "strategy, precision, compilation")
     seed: int = option(0, "seed of weight initialisation and dropout (the input order follows data.seed)")
-    steps: int = option(1000, "training steps (global batches)")
+    steps: int = option(1000, "training steps (global batches); ignored when epochs is set")
+    epochs: float = option(0.0, "passes over the training records, when that is what you mean (0: use steps): "
+                                "steps = ceil(epochs x records / global_batch_size), the records counted from "
+                                "the sources' manifests (or read); with several sources, all their records")
     checkpoint_every: int = option(500, "steps between checkpoints (rounded up to a multiple of steps_per_loop)")
     keep_checkpoints: int = option(3, "checkpoints kept")
     log_every: int = option(50, "steps between progress lines and TensorBoard scalars")
@@ -160,6 +163,10 @@ class TrainConfig(Config):
                           f"cannot do in one step; give another output_dir, or move the old run yourself")
         if self.steps < 1:
             errors.append(f"steps: must be >= 1, got {self.steps}")
+        if self.epochs < 0:
+            errors.append(f"epochs: must be >= 0, got {self.epochs}")
+        if self.epochs and self.data.synthetic:
+            errors.append("epochs: synthetic data has no records to count; give steps")
         if not self.tasks:
             errors.append("tasks: at least one task")
         names = [t.name for t in self.tasks]

@@ -28,7 +28,7 @@ from trainer.tasks import DynamicMasking, Task
 from trainer.training.config import DataConfig
 
 AUTOTUNE = tf.data.AUTOTUNE
-__all__ = ["DataError", "DynamicMasking", "Layout", "Source", "check_sources", "inspect_source", "make_dataset",
+__all__ = ["DataError", "DynamicMasking", "Layout", "Source", "check_sources", "count_records", "inspect_source", "make_dataset",
            "model_inputs", "synthetic_dataset", "verify_shards"]
 
 
@@ -150,6 +150,12 @@ def inspect_source(spec: str) -> Source:
     lengths = _lengths(example)
     kind = _kind(lengths, first)
     return Source(spec, files, compression, kind, lengths, manifest, folder)
+
+
+def count_records(source: Source) -> int:
+    """The source's records: its manifest's count, else every shard read once."""
+    recorded = (source.manifest or {}).get("records")
+    return int(recorded) if recorded is not None else sum(verify_shards(source).values())
 
 
 def verify_shards(source: Source) -> dict[str, int]:

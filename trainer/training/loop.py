@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import shutil
 import signal
 import sys
@@ -86,7 +87,8 @@ def train(config: TrainConfig, backbone: keras.Model | None = None) -> dict:
     ``backbone``: any Keras model honouring the backbone contract (:mod:`trainer.model.backbone`) to train
     instead of ``config.model`` / ``config.init_from``'s. A run already in ``output_dir`` is resumed, refused,
     moved aside or overridden as ``config.on_existing`` says (:func:`trainer.training.runs.existing_run`)."""
-    existing = existing_run(config.validate())
+    config = steps_from_epochs(config.validate())
+    existing = existing_run(config)
     if existing.action == "complete":
         log.warning("%s: the run is already complete (step %d of %d): nothing trained, its metrics.json and export "
                     "are left as they are. Raise steps to train longer, run `export` to export it again, or set "
@@ -110,6 +112,17 @@ def train(config: TrainConfig, backbone: keras.Model | None = None) -> dict:
             result["export"] = export_model(run.model, config, run.inputs.layout, run.encoder.folder)
         fileio.atomic_write_text(fileio.join(config.output_dir, features.METRICS_FILE), json.dumps(result, indent=2))
     return result
+
+
+def steps_from_epochs(config: TrainConfig) -> TrainConfig:
+    """``config`` with ``steps`` set from ``epochs`` over the training records (unchanged when epochs is 0)."""
+    if not config.epochs:
+        return config
+    records = sum(data_lib.count_records(data_lib.inspect_source(spec)) for spec in config.data.train)
+    steps = max(1, math.ceil(config.epochs * records / config.data.global_batch_size))
+    log.info("epochs %g over %d training records at %d per batch: %d steps", config.epochs, records,
+             config.data.global_batch_size, steps)
+    return dataclasses.replace(config, steps=steps)
 
 
 def _set_up(config: TrainConfig, backbone: keras.Model | None, existing: ExistingRun) -> _Run:
