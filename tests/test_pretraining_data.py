@@ -63,13 +63,17 @@ def test_pair_records_follow_googles_layout(pair_output, vocab):
         ids, mask, segments = (r[k].numpy() for k in ("input_ids", "input_mask", "segment_ids"))
         n = int(mask.sum())
         assert ids[0] == 101 and ids[n - 1] == 102 and (ids[n:] == 0).all() and (mask[:n] == 1).all()
-        seps = np.flatnonzero(ids[:n] == 102)
-        assert len(seps) == 2 and (segments[: seps[0] + 1] == 0).all() and (segments[seps[0] + 1 : n] == 1).all()
         weights = r["masked_lm_weights"].numpy()
         k = int(weights.sum())
         positions = r["masked_lm_positions"].numpy()[:k]
         assert 1 <= k <= 20 and k == min(20, max(1, round(n * 0.15)))
-        assert all(0 < p < n and ids[p] not in (101, 102) for p in positions)
+        # the 10% random replacements draw from the whole vocabulary, [SEP] included (as Google's script does),
+        # so the separators are counted at unmasked positions and the originals checked through the labels
+        assert all(0 < p < n for p in positions)
+        assert not set(r["masked_lm_ids"].numpy()[:k].tolist()) & {0, 101, 102, 103}
+        unmasked = np.setdiff1d(np.arange(n), positions)
+        seps = unmasked[ids[unmasked] == 102]
+        assert len(seps) == 2 and (segments[: seps[0] + 1] == 0).all() and (segments[seps[0] + 1 : n] == 1).all()
         nsp.append(int(r["next_sentence_labels"][0]))
     masked = sum(int(r["masked_lm_weights"].numpy().sum()) for r in parsed)
     replaced = sum(

@@ -23,7 +23,7 @@ from apache_beam.io import fileio as beam_fileio
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from components.preprocessing.beam_options import pipeline_options
+from components.preprocessing.beam_options import make_pipeline
 from components.preprocessing.config import FinetuningDataConfig, PreprocessError
 from components.preprocessing.corpus import (
     CORRUPT_FILE,
@@ -298,7 +298,7 @@ def run(config: FinetuningDataConfig) -> dict:
 
 def _run_staged(config: FinetuningDataConfig, encoder, files: list[str], staging: Staging) -> dict:
     started = time.time()
-    pipeline = beam.Pipeline(options=pipeline_options(config.runner, config.num_workers, config.beam_args))
+    pipeline = make_pipeline(config.runner, config.num_workers, config.beam_args)
     build_pipeline(pipeline, config, staging)
     result = pipeline.run()
     result.wait_until_finish()

@@ -31,7 +31,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 
 from components.preprocessing import instances as inst
-from components.preprocessing.beam_options import pipeline_options
+from components.preprocessing.beam_options import make_pipeline
 from components.preprocessing.config import (  # noqa: F401 - OnCorruptFile re-exported
     OnCorruptFile,
     PreprocessError,
@@ -342,14 +342,13 @@ def run(config: PretrainingDataConfig) -> dict:
 
 def _run_staged(config: PretrainingDataConfig, encoder, files: list[str], staging: Staging) -> dict:
     started = time.time()
-    options = pipeline_options(config.runner, config.num_workers, config.beam_args)
     pool_file = None
     if config.mode == "pair":
         pool_file = staging.file(POOL_FILE)
-        pool_pipeline = beam.Pipeline(options=options)
+        pool_pipeline = make_pipeline(config.runner, config.num_workers, config.beam_args)
         build_pool_pipeline(pool_pipeline, config, pool_file)
         pool_pipeline.run().wait_until_finish()
-    pipeline = beam.Pipeline(options=options)
+    pipeline = make_pipeline(config.runner, config.num_workers, config.beam_args)
     build_pipeline(pipeline, config, staging, pool_file)
     result = pipeline.run()
     result.wait_until_finish()
