@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 
 from components.preprocessing import instances as inst
-from components.preprocessing.examples import serialize_examples, tfrecord_frame
+from components.preprocessing.examples import tfrecord_frame
+from trainer.records import serialize_examples
 
 START, END, MASK, VOCAB = 101, 102, 103, 1000
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import types
@@ -45,15 +46,32 @@ def option(default: Any = dataclasses.MISSING, help: str = "", **kwargs: Any) ->
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Base of every step config. Subclasses are frozen dataclasses and override :meth:`check`."""
+    """Base of every step config. Subclasses are frozen dataclasses and override :meth:`check`.
+
+    Every field is type-checked and coerced at construction, whatever builds the config (YAML, flags or Python):
+    ``TaskConfig(kind="sentense")`` is an error naming the field, ``DataConfig(train="a,b")`` reads as YAML's
+    ``train: a,b`` would, and lists become tuples."""
+
+    def __post_init__(self) -> None:
+        hints = _type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            coerced = _coerce(hints[f.name], value, f.name, type(self).__name__)
+            if coerced is not value:
+                object.__setattr__(self, f.name, coerced)
+
+    @classmethod
+    def from_scalar(cls: type[C], value: Any) -> C | None:
+        """The config a plain number or string stands for where one of this type is expected (None: none)."""
+        return None
 
     # --- construction -------------------------------------------------------------------------------------
     @classmethod
     def from_dict(cls: type[C], data: Mapping[str, Any], source: str = "<dict>", prefix: str = "") -> C:
         """Builds a config from a nested mapping; unknown keys and wrong types are errors naming the field."""
         if not isinstance(data, Mapping):
-            raise ConfigError(f"{source}: {prefix or 'config'} must be a mapping, got {type(data).__name__}")
-        hints = typing.get_type_hints(cls)
+            raise ConfigError(f"{source}: {prefix.rstrip('.') or 'config'} must be a mapping, got {type(data).__name__}")
+        hints = _type_hints(cls)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -215,6 +233,11 @@ def load_mapping(path: str) -> dict[str, Any]:
 
 
 # --- type coercion ----------------------------------------------------------------------------------------
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
 def _base_type(hint: Any) -> Any:
     """``Optional[X]`` -> X; other hints unchanged."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
@@ -234,6 +257,8 @@ def _coerce(hint: Any, value: Any, name: str, source: str) -> Any:
     if isinstance(base, type) and issubclass(base, Config):
         if isinstance(value, base):
             return value
+        if not isinstance(value, Mapping) and (scalar := base.from_scalar(value)) is not None:
+            return scalar
         return base.from_dict(value, source=source, prefix=name + ".")
     origin = typing.get_origin(base)
     if origin is tuple:

@@ -18,7 +18,6 @@ import json
 import time
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.io import fileio as beam_fileio
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
@@ -39,7 +38,7 @@ from components.preprocessing.corpus import (
     not_text_reason,
     open_input,
 )
-from components.preprocessing.examples import WriteRecordBatches, length_mask, serialize_examples
+from components.preprocessing.examples import WriteRecordBatches
 from components.preprocessing.pretraining import (
     DEAD_LETTERS_FILE,
     _counters,
@@ -49,7 +48,7 @@ from components.preprocessing.pretraining import (
 )
 from components.preprocessing.publish import WRITTEN_SHARDS_FILE, ReportShards, Staging
 from trainer import features, fileio
-from trainer.tasks.base import RecordShape
+from trainer.records import serialize_rows
 from trainer.text.base import decode_utf8
 from trainer.text.factory import build_encoder, shared_encoder
 
@@ -135,8 +134,9 @@ class ReadExamples(beam.DoFn):
 
 
 class EncodeExamples(beam.DoFn):
-    """A batch of examples -> a list of serialized tf.train.Example records, with the label vocabulary as a
-    side input; examples whose label is not in it become dead letters naming their file and line."""
+    """A batch of examples -> a list of serialized tf.train.Example records (packed by the task, serialized by
+    :mod:`trainer.records`, as the in-memory path makes them), with the label vocabulary as a side input;
+    examples whose label is not in it become dead letters naming their file and line."""
 
     DEAD = "dead_letters"
 
@@ -149,71 +149,31 @@ class EncodeExamples(beam.DoFn):
     def setup(self):
         self.line_of = LineNumberCache()
         self.encoder = shared_encoder(self.config.encoder)
-        self.start = self.encoder.special.id("start")
-        self.end = self.encoder.special.id("end")
-
-    def _serialize(self, rows: list[dict]) -> list[bytes]:
-        """Packed rows (the task's :meth:`pack`) -> records, each feature zero-padded to its record length."""
-        length = self.config.max_seq_length
-        widths = {features.INPUT_IDS: length, features.SEGMENT_IDS: length,
-                  **self.task.record_features(RecordShape(length))}
-        columns = {}
-        for name, width in widths.items():
-            column = np.zeros((len(rows), width), self.task.feature_dtype(name))
-            for i, row in enumerate(rows):
-                column[i, : len(row[name])] = row[name]
-            columns[name] = column
-        lengths = np.array([len(row[features.INPUT_IDS]) for row in rows], np.int64)
-        columns[features.INPUT_MASK] = length_mask(lengths, length)
-        return serialize_examples(columns)
+        self.task = self.config.task_object()
 
     def process(self, batch, labels):
-        self.task = self.config.task_object()
         label_ids = {label: i for i, label in enumerate(labels)}
+        if self.config.input_format == CONLL:  # (sentence [(word, tag)], file, byte offset)
+            examples = [([w for w, _ in sentence], [t for _, t in sentence]) for sentence, _, _ in batch]
+        else:  # (text, text_b, label, file, line)
+            examples = [(text, text_b or None, label) for text, text_b, label, _, _ in batch]
         rows = []
-        for item in (self._words if self.config.input_format == CONLL else self._texts)(batch, label_ids):
-            if isinstance(item, dict):
-                rows.append(item)
+        for index, row, truncated in self.task.pack_examples(self.encoder, examples, label_ids, self.config.max_seq_length):
+            if isinstance(row, dict):
+                rows.append(row)
+                self.truncated.inc(int(truncated))
+                continue
+            self.dead.inc()
+            if self.config.input_format == CONLL:
+                sentence, path, offset = batch[index]
+                text, line = " ".join(w for w, _ in sentence), self.line_of(path, offset)
             else:
-                yield item
+                text, _, _, path, line = batch[index]
+                offset = None
+            yield beam.pvalue.TaggedOutput(self.DEAD, dead_letter(path, offset, row, text, line))
         if rows:
             self.examples.inc(len(rows))
-            yield self._serialize(rows)
-
-    def _packed(self, row, truncated):
-        if truncated:
-            self.truncated.inc()
-        return row
-
-    def _texts(self, batch, label_ids):
-        texts = [t for text, text_b, *_ in batch for t in (text, text_b)]
-        encoded = self.encoder.encode_batch(texts)
-        for n, (text, text_b, label, path, line) in enumerate(batch):
-            if label not in label_ids:
-                self.dead.inc()
-                yield beam.pvalue.TaggedOutput(self.DEAD, dead_letter(path, None, f"label {label!r} is not in the label vocabulary", text, line))
-                continue
-            b = list(encoded[2 * n + 1]) if text_b else None
-            yield self._packed(*self.task.pack(self.start, self.end, list(encoded[2 * n]), b, label_ids[label],
-                                               self.config.max_seq_length))
-
-    def _words(self, batch, label_ids):
-        words = [w for sentence, _, _ in batch for w, _ in sentence]
-        pieces = self.encoder.encode_batch(words) if words else []
-        position = 0
-        for sentence, path, offset in batch:
-            sentence_pieces = pieces[position : position + len(sentence)]
-            position += len(sentence)
-            unknown = [tag for _, tag in sentence if tag not in label_ids]
-            if unknown:
-                self.dead.inc()
-                yield beam.pvalue.TaggedOutput(self.DEAD, dead_letter(
-                    path, offset, f"tag {unknown[0]!r} is not in the label vocabulary", " ".join(w for w, _ in sentence), self.line_of(path, offset)
-                ))
-                continue
-            tags = [label_ids[tag] for _, tag in sentence]
-            yield self._packed(*self.task.pack(self.start, self.end, [list(p) for p in sentence_pieces], tags,
-                                               self.config.max_seq_length))
+            yield serialize_rows(self.task, rows, self.config.max_seq_length)
 
 
 def _conll_sentences(batch):

@@ -245,3 +245,127 @@ def causal_blocks(document: TokenizedDocument, block_length: int, end_id: int) -
     padded = np.zeros(len(starts) * block_length, np.int32)
     padded[: len(stream)] = stream
     return padded.reshape(len(starts), block_length)[keep], lengths[keep]
+
+
+# --- one driver-independent step: tokenized documents -> record columns ------------------------------------
+# The Beam step (MakeInstances) and the in-memory Python path (bertkeras.pretraining_records) both call these,
+# so a document gives the same instances whichever driver handles it.
+def continuation_table(encoder) -> np.ndarray:
+    """Per vocabulary id: does this token continue the previous token's word? (whole-word masking)"""
+    kind = encoder.kind
+    if kind == "wordpiece":
+        test = lambda t: t.startswith("##")  # noqa: E731
+    elif kind == "sentencepiece":
+        test = lambda t: not t.startswith("\u2581")  # noqa: E731
+    elif kind == "gpt2_bpe":
+        test = lambda t: not t.startswith("\u0120")  # noqa: E731
+    else:
+        raise ValueError(f"whole_word_masking is not supported for {kind} encoders")
+    special = set(encoder.special.tokens())
+    return np.array([test(encoder.id_to_token(i)) and encoder.id_to_token(i) not in special for i in range(encoder.vocab_size)])
+
+
+def masking_spec(config, encoder) -> MaskingSpec:
+    """The masking of a :class:`PretrainingDataConfig` with this encoder's vocabulary and special tokens."""
+    special = encoder.special
+    return MaskingSpec(
+        max_predictions_per_seq=config.max_predictions_per_seq, masked_lm_prob=config.masked_lm_prob,
+        mask_rate=config.mask_rate, random_rate=config.random_rate, whole_word_masking=config.whole_word_masking,
+        vocab_size=encoder.vocab_size, mask_id=special.id("mask"),
+        special_ids=frozenset({special.id("start"), special.id("end")}),
+        continuation=continuation_table(encoder) if config.whole_word_masking else None,
+    )
+
+
+def tokenize_documents(encoder, documents: Sequence) -> tuple[list[TokenizedDocument | None], list[tuple[int, int]]]:
+    """Token ids of every document (anything with ``key`` and ``lines``) with one in-graph tokenizer call ->
+    (a TokenizedDocument per document, None when no line has tokens; (document, line) of each line without
+    tokens)."""
+    lines = [line for doc in documents for line in doc.lines]
+    if not lines:
+        return [None] * len(documents), []
+    ragged = encoder.encode_batch(lines, ragged=True)
+    values = ragged.flat_values.numpy().astype(np.int32, copy=False)
+    splits = ragged.row_splits.numpy()
+    tokenized: list[TokenizedDocument | None] = []
+    empty: list[tuple[int, int]] = []
+    row = 0
+    for index, doc in enumerate(documents):
+        doc_splits = splits[row : row + len(doc.lines) + 1]
+        row += len(doc.lines)
+        has_tokens = np.diff(doc_splits) > 0
+        empty.extend((index, line) for line in np.flatnonzero(~has_tokens).tolist())
+        if not has_tokens.any():
+            tokenized.append(None)
+            continue
+        first = doc_splits[0]
+        bounds = np.append(doc_splits[:-1][has_tokens], doc_splits[-1]) - first
+        tokenized.append(TokenizedDocument(doc.key, values[first : doc_splits[-1]], bounds.tolist()))
+    return tokenized, empty
+
+
+def masked_columns(documents: Sequence[TokenizedDocument], config, spec: MaskingSpec, start_id: int, end_id: int,
+                   random_document: Callable[[str], Callable[[random.Random], TokenizedDocument | None]],
+                   ) -> dict[str, np.ndarray] | None:
+    """Pair or single instances of ``documents`` (``config``: a PretrainingDataConfig), planned per document with
+    its own generator, packed and masked for the batch -> Google's record columns (None: no instance).
+    ``random_document(key)`` gives the draw of a random-next document other than ``key``."""
+    from trainer import features  # noqa: PLC0415 - feature names only
+
+    plans: list[Plan] = []
+    randomness = []
+    for dupe in range(config.dupe_factor):
+        for doc in documents:
+            rng = random.Random(f"{config.seed}:{dupe}:{doc.key}")
+            if config.mode == "pair":
+                made = pair_plans(doc, random_document(doc.key), config.max_seq_length, config.short_seq_prob, rng)
+            else:
+                made = single_plans(doc, config.max_seq_length, config.short_seq_prob, rng)
+            if made:
+                plans.extend(made)
+                randomness.append(masking_randomness(len(made), config.max_seq_length, spec, rng))
+    if not plans:
+        return None
+    batch = pack(plans, config.max_seq_length, start_id, end_id)
+    mask_batch(batch, spec, np.concatenate(randomness))
+    columns = {
+        features.INPUT_IDS: batch.tokens,
+        features.INPUT_MASK: (np.arange(config.max_seq_length) < batch.lengths[:, None]).astype(np.int64),
+        features.SEGMENT_IDS: batch.segment_ids,
+        features.MASKED_LM_POSITIONS: batch.masked_positions,
+        features.MASKED_LM_IDS: batch.masked_ids,
+        features.MASKED_LM_WEIGHTS: batch.masked_weights,
+    }
+    if config.mode == "pair":
+        columns[features.NEXT_SENTENCE_LABELS] = batch.is_random_next[:, None].astype(np.int32)
+    return columns
+
+
+def causal_columns(documents: Sequence[TokenizedDocument], max_seq_length: int, dupe_factor: int, end_id: int
+                   ) -> dict[str, np.ndarray]:
+    """GPT blocks of ``max_seq_length + 1`` tokens (inputs and next-token targets) -> record columns."""
+    from trainer import features  # noqa: PLC0415
+
+    length = max_seq_length + 1
+    blocks = [causal_blocks(doc, length, end_id) for doc in documents] * dupe_factor
+    tokens = np.concatenate([b[0] for b in blocks])
+    lengths = np.concatenate([b[1] for b in blocks])
+    return {features.INPUT_IDS: tokens, features.INPUT_MASK: (np.arange(length) < lengths[:, None]).astype(np.int64)}
+
+
+def random_document_from(pool: Sequence[TokenizedDocument]):
+    """``random_document`` for :func:`masked_columns` drawing from ``pool`` (up to 10 tries to find a document
+    other than the instance's own, as Google's script)."""
+    def for_key(key: str):
+        def draw(rng: random.Random) -> TokenizedDocument | None:
+            for _ in range(10):
+                if not pool:
+                    return None
+                other = pool[rng.randrange(len(pool))]
+                if other.key != key:
+                    return other
+            return None
+
+        return draw
+
+    return for_key

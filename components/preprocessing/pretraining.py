@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 
 import apache_beam as beam
@@ -47,9 +46,10 @@ from components.preprocessing.corpus import (
     SplitIntoRanges,
     dead_letter,
 )
-from components.preprocessing.examples import WriteRecordBatches, count_tfrecords, length_mask, serialize_examples
+from components.preprocessing.examples import WriteRecordBatches, count_tfrecords
 from components.preprocessing.publish import WRITTEN_SHARDS_FILE, ReportShards, Staging
 from trainer import features, fileio
+from trainer.records import serialize_examples
 from trainer.text.factory import build_encoder, shared_encoder
 
 LENGTH_BUCKET = 16
@@ -62,47 +62,6 @@ CORRUPT_REASONS = (CORRUPT_FILE, UNREADABLE_FILE)
 # The manifest's counts: documents and every kind of loss, so nothing dropped or repaired goes unreported.
 COUNTED = ("documents", "tokens", "masked_tokens", "empty_documents", "dead_letters", "invalid_utf8_lines",
            "lines_too_long", "lines_without_tokens", "unreadable_files", "corrupt_files", "not_text_files")
-
-
-def continuation_table(encoder) -> np.ndarray:
-    """Per vocabulary id: does this token continue the previous token's word? (whole-word masking)"""
-    kind = encoder.kind
-    if kind == "wordpiece":
-        test = lambda t: t.startswith("##")  # noqa: E731
-    elif kind == "sentencepiece":
-        test = lambda t: not t.startswith("\u2581")  # noqa: E731
-    elif kind == "gpt2_bpe":
-        test = lambda t: not t.startswith("\u0120")  # noqa: E731
-    else:
-        raise ValueError(f"whole_word_masking is not supported for {kind} encoders")
-    special = set(encoder.special.tokens())
-    return np.array([test(encoder.id_to_token(i)) and encoder.id_to_token(i) not in special for i in range(encoder.vocab_size)])
-
-
-def tokenize_documents(encoder, documents: list[Document]) -> tuple[list[inst.TokenizedDocument | None], list[tuple[int, int]]]:
-    """Token ids of every document with one in-graph tokenizer call -> (a TokenizedDocument per document, None
-    when no line has tokens; (document, line) index of each line without tokens)."""
-    lines = [line for doc in documents for line in doc.lines]
-    if not lines:
-        return [None] * len(documents), []
-    ragged = encoder.encode_batch(lines, ragged=True)
-    values = ragged.flat_values.numpy().astype(np.int32, copy=False)
-    splits = ragged.row_splits.numpy()
-    tokenized: list[inst.TokenizedDocument | None] = []
-    empty: list[tuple[int, int]] = []
-    row = 0
-    for index, doc in enumerate(documents):
-        doc_splits = splits[row : row + len(doc.lines) + 1]
-        row += len(doc.lines)
-        has_tokens = np.diff(doc_splits) > 0
-        empty.extend((index, line) for line in np.flatnonzero(~has_tokens).tolist())
-        if not has_tokens.any():
-            tokenized.append(None)
-            continue
-        first = doc_splits[0]
-        bounds = np.append(doc_splits[:-1][has_tokens], doc_splits[-1]) - first
-        tokenized.append(inst.TokenizedDocument(doc.key, values[first : doc_splits[-1]], bounds.tolist()))
-    return tokenized, empty
 
 
 class MakeInstances(beam.DoFn):
@@ -137,15 +96,10 @@ class MakeInstances(beam.DoFn):
             pool = [Document(d["key"], d["path"], d["offset"], tuple(d["lines"])) for d in records]
             # Encoded in chunks: one call for the whole pool would make a transient peak that grows with the pool.
             for first in range(0, len(pool), 256):
-                self.pool.extend(doc for doc in tokenize_documents(encoder, pool[first : first + 256])[0] if doc is not None)
+                self.pool.extend(doc for doc in inst.tokenize_documents(encoder, pool[first : first + 256])[0] if doc is not None)
+        self.random_document = inst.random_document_from(self.pool)
         if self.config.mode != "causal":
-            self.spec = inst.MaskingSpec(
-                max_predictions_per_seq=self.config.max_predictions_per_seq, masked_lm_prob=self.config.masked_lm_prob,
-                mask_rate=self.config.mask_rate, random_rate=self.config.random_rate,
-                whole_word_masking=self.config.whole_word_masking, vocab_size=encoder.vocab_size,
-                mask_id=special.id("mask"), special_ids=frozenset({self.start_id, self.end_id}),
-                continuation=continuation_table(encoder) if self.config.whole_word_masking else None,
-            )
+            self.spec = inst.masking_spec(self.config, encoder)
 
     def _count_lengths(self, lengths: np.ndarray) -> None:
         buckets = np.bincount((lengths - 1) // LENGTH_BUCKET)
@@ -155,20 +109,8 @@ class MakeInstances(beam.DoFn):
                 self.lengths[bucket] = Metrics.counter(NAMESPACE, f"length_{bucket:05d}_{bucket + LENGTH_BUCKET - 1:05d}")
             self.lengths[bucket].inc(int(buckets[index]))
 
-    def _random_document(self, key: str):
-        def draw(rng: random.Random) -> inst.TokenizedDocument | None:
-            for _ in range(10):
-                if not self.pool:
-                    return None
-                other = self.pool[rng.randrange(len(self.pool))]
-                if other.key != key:
-                    return other
-            return None
-
-        return draw
-
     def process(self, batch: list[Document]):
-        documents, empty = tokenize_documents(self.encoder, batch)
+        documents, empty = inst.tokenize_documents(self.encoder, batch)
         for index, line in empty:
             doc = batch[index]
             self.empty_lines.inc()
@@ -179,52 +121,22 @@ class MakeInstances(beam.DoFn):
             )
         documents = [doc for doc in documents if doc is not None]
         self.tokens.inc(sum(len(doc.tokens) for doc in documents))
-        if documents:
-            yield from (self._causal if self.config.mode == "causal" else self._masked)(documents)
-
-    def _causal(self, documents: list[inst.TokenizedDocument]):
-        length = self.config.max_seq_length + 1
-        blocks = [inst.causal_blocks(doc, length, self.end_id) for doc in documents] * self.config.dupe_factor
-        tokens = np.concatenate([b[0] for b in blocks])
-        lengths = np.concatenate([b[1] for b in blocks])
-        self.instances.inc(len(tokens))
-        self._count_lengths(lengths)
-        yield serialize_examples({features.INPUT_IDS: tokens, features.INPUT_MASK: length_mask(lengths, length)})
-
-    def _masked(self, documents: list[inst.TokenizedDocument]):
-        config = self.config
-        plans: list[inst.Plan] = []
-        randomness = []
-        for dupe in range(config.dupe_factor):
-            for doc in documents:
-                rng = random.Random(f"{config.seed}:{dupe}:{doc.key}")
-                if config.mode == "pair":
-                    made = inst.pair_plans(doc, self._random_document(doc.key), config.max_seq_length, config.short_seq_prob, rng)
-                else:
-                    made = inst.single_plans(doc, config.max_seq_length, config.short_seq_prob, rng)
-                if made:
-                    plans.extend(made)
-                    randomness.append(inst.masking_randomness(len(made), config.max_seq_length, self.spec, rng))
-        if not plans:
+        if not documents:
             return
-        batch = inst.pack(plans, config.max_seq_length, self.start_id, self.end_id)
-        inst.mask_batch(batch, self.spec, np.concatenate(randomness))
-        self.instances.inc(len(plans))
-        self.masked.inc(int(batch.masked_weights.sum()))
-        self._count_lengths(batch.lengths)
-        columns = {
-            features.INPUT_IDS: batch.tokens,
-            features.INPUT_MASK: length_mask(batch.lengths, config.max_seq_length),
-            features.SEGMENT_IDS: batch.segment_ids,
-            features.MASKED_LM_POSITIONS: batch.masked_positions,
-            features.MASKED_LM_IDS: batch.masked_ids,
-            features.MASKED_LM_WEIGHTS: batch.masked_weights,
-        }
-        if config.mode == "pair":
-            random_next = int(batch.is_random_next.sum())
-            self.random_next.inc(random_next)
-            self.true_next.inc(len(plans) - random_next)
-            columns[features.NEXT_SENTENCE_LABELS] = batch.is_random_next[:, None].astype(np.int32)
+        config = self.config
+        if config.mode == "causal":
+            columns = inst.causal_columns(documents, config.max_seq_length, config.dupe_factor, self.end_id)
+        else:
+            columns = inst.masked_columns(documents, config, self.spec, self.start_id, self.end_id, self.random_document)
+            if columns is None:
+                return
+            self.masked.inc(int(columns[features.MASKED_LM_WEIGHTS].sum()))
+            if config.mode == "pair":
+                random_next = int(columns[features.NEXT_SENTENCE_LABELS].sum())
+                self.random_next.inc(random_next)
+                self.true_next.inc(len(columns[features.INPUT_IDS]) - random_next)
+        self.instances.inc(len(columns[features.INPUT_IDS]))
+        self._count_lengths(columns[features.INPUT_MASK].sum(axis=1))
         yield serialize_examples(columns)
 
 
@@ -331,7 +243,7 @@ def run(config: PretrainingDataConfig) -> dict:
     config.validate()
     encoder = build_encoder(config.encoder)  # fail fast on a bad vocabulary, before any worker starts
     if config.whole_word_masking:
-        continuation_table(encoder)
+        inst.continuation_table(encoder)
     files = expand_inputs(config.inputs)
     staging = Staging(config.output_dir, SHARD_PREFIX).start()
     try:

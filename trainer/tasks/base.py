@@ -89,6 +89,7 @@ class Task:
     at_most_one: ClassVar[bool] = False      # at most one task of this kind per run (the LM tasks)
     served: ClassVar[bool] = False           # the serving SavedModel returns its probabilities and labels
     has_label_names: ClassVar[bool] = False  # classes come from <name>_labels.txt beside the records
+    has_examples: ClassVar[bool] = False     # labelled examples: example(), pack_examples(), answer()
 
     def __init__(self, config: TaskConfig, num_classes: int = 0, label_names: Sequence[str] | None = None):
         self.config = config
@@ -136,10 +137,10 @@ class Task:
             return False
         for name, length in needed.items():
             if name not in source.feature_lengths:
-                raise DataError(f"{source.files[0]}: feature {name!r} missing for task {self.name!r} ({self.kind}); "
+                raise DataError(f"{source.where}: feature {name!r} missing for task {self.name!r} ({self.kind}); "
                                 f"the records have {sorted(source.feature_lengths)}")
             if source.feature_lengths[name] != length:
-                raise DataError(f"{source.files[0]}: feature {name!r} has length {source.feature_lengths[name]}, "
+                raise DataError(f"{source.where}: feature {name!r} has length {source.feature_lengths[name]}, "
                                 f"task {self.name!r} ({self.kind}) needs {length}")
         return True
 
@@ -152,6 +153,30 @@ class Task:
         """Random targets (and inputs) for one synthetic example; ``draws.ints(shape, high)`` draws int32,
         ``draws.seed()`` gives a fresh stateless seed."""
         raise NotImplementedError
+
+    # --- labelled examples (sentence and token tasks) -----------------------------------------------------
+    def example(self, text, label, text_b=None) -> tuple:
+        """A Python example (text, label, optional text_b) in this task's own form for :meth:`pack_examples`;
+        a ValueError says what is wrong with it."""
+        raise TaskError(f"tasks: {self.name} ({self.kind}) has no labelled examples")
+
+    def example_labels(self, example: tuple) -> list:
+        """The labels one example (in :meth:`example`'s form) carries."""
+        raise TaskError(f"tasks: {self.name} ({self.kind}) has no labelled examples")
+
+    def unlabelled(self, text: str, text_b: str | None = None) -> tuple:
+        """A raw text to predict on, in :meth:`example`'s form (labels None)."""
+        raise TaskError(f"tasks: {self.name} ({self.kind}) has no labelled examples")
+
+    def pack_examples(self, encoder, examples: Sequence[tuple], label_ids: dict, max_seq_length: int):
+        """Examples (in :meth:`example`'s form) -> ``(index, record row or why it was refused, truncated)`` each,
+        with one tokenizer call for the batch: the one packing the Beam step and the in-memory path share."""
+        raise TaskError(f"tasks: {self.name} ({self.kind}) has no labelled examples")
+
+    def answer(self, probabilities, row: dict, example: tuple, token_text) -> dict:
+        """What a prediction says for one packed example (``probabilities`` of this head's logits,
+        ``token_text(id)`` a token's text)."""
+        return {}
 
     # --- model --------------------------------------------------------------------------------------------
     def input_specs(self) -> dict[str, tuple[tuple, str]]:
@@ -273,11 +298,15 @@ def _labelled(arrays: dict[str, np.ndarray], weights_key: str) -> dict[str, np.n
     return {name: values[keep] for name, values in arrays.items()}
 
 
-def label_names(task: str, folders: Sequence[str]) -> list[str] | None:
+def label_names(task: str, folders: Sequence[str | dict]) -> list[str] | None:
     """The task's label vocabulary beside its records (the first folder having one): the manifest's ``labels``
     (they belong to the shards it names, even while a new output is being published), else
-    ``<task>_labels.txt``."""
+    ``<task>_labels.txt``. An in-memory source gives its manifest itself instead of a folder."""
     for folder in folders:
+        if isinstance(folder, dict):
+            if folder.get("task") == task and folder.get("labels"):
+                return list(folder["labels"])
+            continue
         manifest = fileio.join(folder, features.MANIFEST_FILE)
         if fileio.exists(manifest):
             content = json.loads(fileio.read_text(manifest))

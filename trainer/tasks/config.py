@@ -27,6 +27,13 @@ class ScheduleConfig(Config):
     start_step: int = option(0, "step where the change starts")
     end_step: int = option(0, "step where a linear/cosine ramp ends (ignored for constant/step)")
 
+    @classmethod
+    def from_scalar(cls, value):
+        """A number where a schedule is expected is a constant weight: ``weight: 0.5``."""
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return cls(kind="constant", value=float(value), end_value=float(value))
+        return None
+
     def check(self) -> list[str]:
         errors = []
         if self.start_step < 0:

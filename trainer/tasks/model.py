@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import keras
+import numpy as np
 
 from trainer import features
 from trainer.model.layers import PACKAGE, ConcatPositions, SplitRows
@@ -66,6 +67,31 @@ class TaskModel(keras.Model):
         self.backbone = backbone
         self.tasks = tuple(tasks)
         self.last_block_at_read_positions = last_block_at_read_positions
+
+    def __call__(self, inputs, *args, **kwargs):
+        """The model on ``inputs`` completed with the defaults of what the caller left out: no explicit attention
+        mask, and the serving values of the inputs heads read (sentence heads' extraction index, masked LM
+        positions), so ``model.predict({"token_ids": ..., "padding_mask": ...})`` works."""
+        return super().__call__(self.complete_inputs(inputs), *args, **kwargs)
+
+    def complete_inputs(self, inputs: dict) -> dict:
+        if not isinstance(inputs, dict):
+            return inputs
+        # arrays become tensors: Keras refuses a call mixing them with the defaults' tensors
+        complete = {k: keras.ops.convert_to_tensor(v) if isinstance(v, (np.ndarray, list)) else v for k, v in inputs.items()}
+        for name, (_, _, optional) in BACKBONE_INPUTS.items():
+            if optional:
+                complete.setdefault(name, None)
+        missing = [t for t in self.tasks if any(name not in complete for name in t.input_specs())]
+        if missing:
+            import tensorflow as tf  # noqa: PLC0415
+
+            ids = tf.convert_to_tensor(complete[features.TOKEN_IDS])
+            padding = tf.convert_to_tensor(complete[features.PADDING_MASK])
+            for task in missing:
+                for name, value in task.serving_inputs(ids, padding).items():
+                    complete.setdefault(name, value)
+        return complete
 
     def get_config(self):
         return {

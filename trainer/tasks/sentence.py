@@ -17,6 +17,7 @@ from trainer.tasks.baselines import bag_of_words_predictions
 class SentenceClassification(ClassificationTask):
     kind = "sentence"
     has_label_names = True
+    has_examples = True
     input_formats = ("tsv", "csv", "jsonl")  # labelled text: text, optional text_b, label
 
     def pack(self, start: int, end: int, a: list[int], b: list[int] | None, label: int,
@@ -35,6 +36,34 @@ class SentenceClassification(ClassificationTask):
         index = 0 if self.config.extraction_index == "first" else len(ids) - 1
         return {features.INPUT_IDS: ids, features.SEGMENT_IDS: segments, self.labels_key(): [label],
                 self.weights_key(): [1.0], self.index_key(): [index]}, truncated
+
+    def example(self, text, label, text_b=None) -> tuple:
+        if not isinstance(text, str) or not isinstance(label, str) or not isinstance(text_b, (str, type(None))):
+            raise ValueError("must be a text (and optional text_b) with one label")
+        return text, text_b, label
+
+    def example_labels(self, example) -> list:
+        return [example[2]]
+
+    def unlabelled(self, text, text_b=None) -> tuple:
+        return text, text_b, None
+
+    def pack_examples(self, encoder, examples, label_ids, max_seq_length):
+        start, end = encoder.special.id("start"), encoder.special.id("end")
+        texts = [t for text, text_b, _ in examples for t in (text, text_b or "")]
+        encoded = encoder.encode_batch(texts) if texts else []
+        for index, (_, text_b, label) in enumerate(examples):
+            if label not in label_ids:
+                yield index, f"label {label!r} is not in the label vocabulary", False
+                continue
+            b = list(encoded[2 * index + 1]) if text_b else None
+            row, truncated = self.pack(start, end, list(encoded[2 * index]), b, label_ids[label], max_seq_length)
+            yield index, row, truncated
+
+    def answer(self, probabilities, row, example, token_text) -> dict:
+        names = self.label_names or [str(i) for i in range(self.num_classes)]
+        return {self.name: names[int(probabilities.argmax())],
+                f"{self.name}_probabilities": {n: float(p) for n, p in zip(names, probabilities)}}
 
     @property
     def reads_positions(self) -> bool:

@@ -12,6 +12,7 @@ from trainer.tasks.metrics import is_bio, macro_f1, span_f1
 class TokenClassification(ClassificationTask):
     kind = "token"
     has_label_names = True
+    has_examples = True
     input_formats = ("conll",)  # a word and its tag per line
 
     def pack(self, start: int, end: int, word_pieces: list[list[int]], labels: list[int],
@@ -32,6 +33,52 @@ class TokenClassification(ClassificationTask):
         ids.append(end)
         return {features.INPUT_IDS: ids, features.SEGMENT_IDS: [0] * len(ids), self.labels_key(): row_labels + [0],
                 self.weights_key(): weights + [0.0]}, truncated
+
+    def example(self, text, label, text_b=None) -> tuple:
+        if isinstance(text, str) or isinstance(label, str) or text_b is not None:
+            raise ValueError("must be a list of words with a list of tags")
+        words, tags = list(text), list(label)
+        if len(words) != len(tags):
+            raise ValueError(f"{len(words)} words but {len(tags)} tags")
+        return words, tags
+
+    def example_labels(self, example) -> list:
+        return list(example[1])
+
+    def unlabelled(self, text, text_b=None) -> tuple:
+        if text_b is not None:
+            raise ValueError(f"{self.name}: a token task tags one text, not pairs")
+        words = text.split()
+        return words, [None] * len(words)
+
+    def pack_examples(self, encoder, examples, label_ids, max_seq_length):
+        start, end = encoder.special.id("start"), encoder.special.id("end")
+        words = [w for sentence, _ in examples for w in sentence]
+        pieces = encoder.encode_batch(words) if words else []
+        position = 0
+        for index, (sentence, tags) in enumerate(examples):
+            sentence_pieces = pieces[position : position + len(sentence)]
+            position += len(sentence)
+            unknown = [tag for tag in tags if tag not in label_ids]
+            if len(tags) != len(sentence):
+                yield index, f"{len(sentence)} words but {len(tags)} tags", False
+            elif unknown:
+                yield index, f"tag {unknown[0]!r} is not in the label vocabulary", False
+            else:
+                row, truncated = self.pack(start, end, [list(p) for p in sentence_pieces],
+                                           [label_ids[t] for t in tags], max_seq_length)
+                yield index, row, truncated
+
+    def answer(self, probabilities, row, example, token_text) -> dict:
+        """A tag per word (read on its first sub-word, as trained) and per sub-word."""
+        import numpy as np  # noqa: PLC0415
+
+        names = self.label_names or [str(i) for i in range(self.num_classes)]
+        tags = [names[int(i)] for i in probabilities.argmax(-1)]
+        firsts = np.flatnonzero(np.asarray(row[self.weights_key()]) > 0)
+        ids = row[features.INPUT_IDS]
+        return {self.name: [(word, tags[i]) for word, i in zip(example[0], firsts)],
+                f"{self.name}_subwords": [(token_text(t), tags[i]) for i, t in enumerate(ids)]}
 
     def record_features(self, layout) -> dict[str, int]:
         return {self.labels_key(): layout.seq_length, self.weights_key(): layout.seq_length}

@@ -29,7 +29,7 @@ from trainer.training.config import DataConfig
 
 AUTOTUNE = tf.data.AUTOTUNE
 __all__ = ["DataError", "DynamicMasking", "Layout", "Source", "check_sources", "count_records", "inspect_source", "make_dataset",
-           "model_inputs", "synthetic_dataset", "verify_shards"]
+           "memory_source", "model_inputs", "synthetic_dataset", "verify_shards"]
 
 
 @dataclasses.dataclass
@@ -41,6 +41,17 @@ class Source:
     feature_lengths: dict[str, int]
     manifest: dict | None
     folder: str
+    records: list[bytes] | None = None  # serialized records held in memory (then files is empty)
+
+    @property
+    def where(self) -> str:
+        """What errors name: the first shard, or the in-memory source's name."""
+        return self.files[0] if self.files else self.spec
+
+    @property
+    def label_place(self) -> str | dict:
+        """Where the task's label vocabulary is: the record folder, or an in-memory source's manifest."""
+        return self.folder if self.records is None else (self.manifest or {})
 
     @property
     def seq_length(self) -> int:
@@ -152,6 +163,20 @@ def inspect_source(spec: str) -> Source:
     return Source(spec, files, compression, kind, lengths, manifest, folder)
 
 
+def memory_source(name: str, records: Sequence[bytes], manifest: dict) -> Source:
+    """Records held in memory as a source (the Python API's in-memory examples): checked and parsed exactly as
+    a record folder's, so the same examples give the same batches. ``manifest`` as a record folder's
+    (``task``, ``labels``, ``encoder``)."""
+    if not records:
+        raise DataError(f"{name}: no records")
+    try:
+        example = tf.train.Example.FromString(records[0])
+    except Exception as err:  # noqa: BLE001 - protobuf raises DecodeError
+        raise DataError(f"{name}: the first record is not a tf.train.Example ({err})") from None
+    lengths = _lengths(example)
+    return Source(name, [], "", _kind(lengths, name), lengths, {**manifest, "records": len(records)}, "", list(records))
+
+
 def count_records(source: Source) -> int:
     """The source's records: its manifest's count, else every shard read once."""
     recorded = (source.manifest or {}).get("records")
@@ -161,6 +186,8 @@ def count_records(source: Source) -> int:
 def verify_shards(source: Source) -> dict[str, int]:
     """Reads every record of every shard once; -> records per file. Corrupt files are errors naming them,
     and so are counts that disagree with the manifest."""
+    if source.records is not None:
+        return {source.spec: len(source.records)}
     counts = {}
     expected = (source.manifest or {}).get("shards", {})
     manifest_path = fileio.join(source.folder, features.MANIFEST_FILE) if source.manifest is not None else None
@@ -182,16 +209,17 @@ def verify_shards(source: Source) -> dict[str, int]:
 def check_sources(
     sources: Sequence[Source], tasks: Sequence[Task], max_positions: int | None, vocab_size: int | None,
     encoder_fingerprint: str | None, verify: bool, role: str = "data.train",
-    masking: DynamicMasking | None = None, dynamic_predictions: int = 20,
+    masking: DynamicMasking | None = None, dynamic_predictions: int = 20, every_task: bool = True,
 ) -> Layout:
-    """Checks that the sources can train ``tasks`` on the model; -> the common layout."""
+    """Checks that the sources can train ``tasks`` on the model; -> the common layout. ``every_task``: each task
+    must have a source (training); else at least one (evaluation: tasks without data are not scored)."""
     lengths = {s.seq_length for s in sources}
     if len(lengths) > 1:
-        detail = ", ".join(f"{s.files[0]}: {s.seq_length}" for s in sources)
+        detail = ", ".join(f"{s.where}: {s.seq_length}" for s in sources)
         raise DataError(f"{role}: sources disagree on the sequence length ({detail})")
     seq_length = lengths.pop()
     if max_positions and seq_length > max_positions:
-        raise DataError(f"{sources[0].files[0]}: sequence length {seq_length} exceeds the model's "
+        raise DataError(f"{sources[0].where}: sequence length {seq_length} exceeds the model's "
                         f"max_positions {max_positions}")
     predictions = {s.predictions for s in sources if s.predictions}
     if len(predictions) > 1:
@@ -202,7 +230,7 @@ def check_sources(
     for source in sources:
         for name in (features.INPUT_MASK, features.SEGMENT_IDS):
             if name in source.feature_lengths and source.feature_lengths[name] != source.feature_lengths[features.INPUT_IDS]:
-                raise DataError(f"{source.files[0]}: feature {name!r} has length {source.feature_lengths[name]}, "
+                raise DataError(f"{source.where}: feature {name!r} has length {source.feature_lengths[name]}, "
                                 f"{features.INPUT_IDS!r} has {source.feature_lengths[features.INPUT_IDS]}")
         encoder = (source.manifest or {}).get("encoder") or {}
         if encoder_fingerprint and encoder.get("fingerprint") and encoder["fingerprint"] != encoder_fingerprint:
@@ -212,11 +240,11 @@ def check_sources(
             raise DataError(f"{source.folder}/{features.MANIFEST_FILE}: encoder vocabulary of {encoder['vocab_size']} "
                             f"tokens exceeds the model's vocab_size {vocab_size}")
     layout = Layout(seq_length, n_predictions, tuple(tasks), masking)
-    for task in tasks:
-        if not any([task.feeds(s, layout) for s in sources]):  # a list: every source is checked
-            raise DataError(f"{role}: no source has the features of task {task.name!r} ({task.kind}): needs "
-                            f"{sorted(task.record_features(layout))}; sources: "
-                            + "; ".join(f"{s.spec} ({s.kind})" for s in sources))
+    unfed = [task for task in tasks if not any([task.feeds(s, layout) for s in sources])]  # lists: every source checked
+    for task in unfed if every_task or len(unfed) == len(tasks) else ():
+        raise DataError(f"{role}: no source has the features of task {task.name!r} ({task.kind}): needs "
+                        f"{sorted(task.record_features(layout))}; sources: "
+                        + "; ".join(f"{s.spec} ({s.kind})" for s in sources))
     if verify:
         for source in sources:
             verify_shards(source)
@@ -245,11 +273,14 @@ def _parse(serialized, source: Source, layout: Layout):
 
 
 def _records(source: Source, index: int, seed: int, shuffle_buffer: int, training: bool) -> tf.data.Dataset:
-    files = tf.data.Dataset.from_tensor_slices(source.files)
-    records = files.interleave(
-        lambda f: tf.data.TFRecordDataset(f, compression_type=source.compression),
-        cycle_length=min(len(source.files), 8), num_parallel_calls=AUTOTUNE, deterministic=True,
-    )
+    if source.records is not None:
+        records = tf.data.Dataset.from_tensor_slices(tf.constant(source.records, tf.string))
+    else:
+        files = tf.data.Dataset.from_tensor_slices(source.files)
+        records = files.interleave(
+            lambda f: tf.data.TFRecordDataset(f, compression_type=source.compression),
+            cycle_length=min(len(source.files), 8), num_parallel_calls=AUTOTUNE, deterministic=True,
+        )
     if training:
         records = records.repeat().shuffle(shuffle_buffer, seed=seed + index)
     return records.map(lambda r: (tf.constant(index, tf.int64), r))

@@ -22,6 +22,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
 import keras
 import tensorflow as tf
@@ -81,26 +83,38 @@ class _Run:
     init_report: dict
 
 
-def train(config: TrainConfig, backbone: keras.Model | None = None) -> dict:
+def train(config: TrainConfig, backbone: keras.Model | None = None,
+          in_memory: Mapping[str, data_lib.Source] = MappingProxyType({}), progress: Callable[[dict], None] | None = None,
+          ) -> dict:
     """Runs (or resumes) a training run; -> the final metrics (also written to ``metrics.json``).
 
     ``backbone``: any Keras model honouring the backbone contract (:mod:`trainer.model.backbone`) to train
-    instead of ``config.model`` / ``config.init_from``'s. A run already in ``output_dir`` is resumed, refused,
-    moved aside or overridden as ``config.on_existing`` says (:func:`trainer.training.runs.existing_run`)."""
-    config = steps_from_epochs(config.validate())
+    instead of ``config.model`` / ``config.init_from``'s. ``in_memory``: sources held in memory
+    (:func:`trainer.training.data.memory_source`) by the names ``config.data.train`` / ``eval`` give them.
+    ``progress``: called with each progress record (every ``log_every`` steps). A run already in
+    ``output_dir`` is resumed, refused, moved aside or overridden as ``config.on_existing`` says
+    (:func:`trainer.training.runs.existing_run`)."""
+    return fit(config, backbone, in_memory, progress)[0]
+
+
+def fit(config: TrainConfig, backbone: keras.Model | None = None,
+        in_memory: Mapping[str, data_lib.Source] = MappingProxyType({}), progress: Callable[[dict], None] | None = None,
+        ) -> tuple[dict, keras.Model | None]:
+    """:func:`train`, also returning the trained model (None when the run was already complete)."""
+    config = steps_from_epochs(config.validate(), in_memory)
     existing = existing_run(config)
     if existing.action == "complete":
         log.warning("%s: the run is already complete (step %d of %d): nothing trained, its metrics.json and export "
                     "are left as they are. Raise steps to train longer, run `export` to export it again, or set "
                     "on_existing=fresh to start a new run", config.output_dir, existing.checkpoint_step, config.steps)
-        return {**existing.previous_metrics, "already_complete": True}
-    run = _set_up(config, backbone, existing)
-    result = _train_steps(run)
+        return {**existing.previous_metrics, "already_complete": True}, None
+    run = _set_up(config, backbone, existing, in_memory)
+    result = _train_steps(run, progress)
     earlier = (existing.previous_metrics or {}).get("history", [])
     result["history"] = [h for h in earlier if h.get("step", 0) <= run.start_step] + result["history"]
     if result["preempted"]:
         log.warning("stopped by SIGTERM at step %d; checkpoint written, rerun to resume", result["step"])
-        return result
+        return result, run.model
     if run.chief:
         if run.eval_inputs is not None and run.kind != "tpu":
             dataset = data_lib.make_dataset(run.eval_inputs.sources, run.eval_inputs.layout, config.data,
@@ -111,21 +125,23 @@ def train(config: TrainConfig, backbone: keras.Model | None = None) -> dict:
 
             result["export"] = export_model(run.model, config, run.inputs.layout, run.encoder.folder)
         fileio.atomic_write_text(fileio.join(config.output_dir, features.METRICS_FILE), json.dumps(result, indent=2))
-    return result
+    return result, run.model
 
 
-def steps_from_epochs(config: TrainConfig) -> TrainConfig:
+def steps_from_epochs(config: TrainConfig, in_memory: Mapping[str, data_lib.Source] = MappingProxyType({})) -> TrainConfig:
     """``config`` with ``steps`` set from ``epochs`` over the training records (unchanged when epochs is 0)."""
     if not config.epochs:
         return config
-    records = sum(data_lib.count_records(data_lib.inspect_source(spec)) for spec in config.data.train)
+    records = sum(data_lib.count_records(in_memory[spec] if spec in in_memory else data_lib.inspect_source(spec))
+                  for spec in config.data.train)
     steps = max(1, math.ceil(config.epochs * records / config.data.global_batch_size))
     log.info("epochs %g over %d training records at %d per batch: %d steps", config.epochs, records,
              config.data.global_batch_size, steps)
     return dataclasses.replace(config, steps=steps)
 
 
-def _set_up(config: TrainConfig, backbone: keras.Model | None, existing: ExistingRun) -> _Run:
+def _set_up(config: TrainConfig, backbone: keras.Model | None, existing: ExistingRun,
+            in_memory: Mapping[str, data_lib.Source]) -> _Run:
     """Strategy and precision, the old run moved aside or its config kept (``on_existing``; the chief), the
     encoder, the base model, every source checked (evaluation sources too, before the first step), the model
     and optimizer, and the restored checkpoint if there is one."""
@@ -151,10 +167,11 @@ def _set_up(config: TrainConfig, backbone: keras.Model | None, existing: Existin
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         backbone = backbone_for(config, base, backbone)
-        inputs = training_inputs(config, backbone, encoder)
+        inputs = training_inputs(config, backbone, encoder, in_memory=in_memory)
         eval_inputs = None
         if config.data.eval:
-            eval_inputs = run_inputs(config, config.data.eval, backbone, encoder, "data.eval", tasks=inputs.tasks)
+            eval_inputs = run_inputs(config, config.data.eval, backbone, encoder, "data.eval", tasks=inputs.tasks,
+                                     in_memory=in_memory)
         model, init_report = build_training_model(config, inputs.tasks, backbone, base)
         init_report = {**existing_report, **init_report}
         optimizer = make_optimizer(config, policy)
@@ -193,7 +210,7 @@ def _distributed_batches(run: _Run):
     return iter(run.strategy.distribute_datasets_from_function(dataset_fn))
 
 
-def _train_steps(run: _Run) -> dict:
+def _train_steps(run: _Run, progress: Callable[[dict], None] | None = None) -> dict:
     """The loop proper: calls of ``steps_per_loop`` steps, progress lines, checkpoints, SIGTERM."""
     config, strategy, tasks = run.config, run.strategy, run.inputs.tasks
     iterator = _distributed_batches(run)
@@ -228,6 +245,8 @@ def _train_steps(run: _Run) -> dict:
                 history.append(record)
                 if run.chief:
                     _report_progress(writer, record, config.steps)
+                if progress is not None:
+                    progress(record)
                 last_time, last_step = now, step
                 next_log = (step // config.log_every + 1) * config.log_every
             stop = preemption.requested if run.kind != "multi_worker" else any_worker(strategy, preemption.requested)

@@ -4,7 +4,8 @@ task objects (classes resolved from the label files), the sources and the one in
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 
 import keras
 
@@ -91,15 +92,17 @@ def dynamic_masking(config: TrainConfig, encoder: Encoder) -> DynamicMasking | N
 
 
 def run_inputs(config: TrainConfig, specs: Sequence[str], backbone: keras.Model, encoder: Encoder, role: str,
-               tasks: Sequence[Task] | None = None, label_folders: Sequence[str] = (), verify: bool | None = None) -> Inputs:
+               tasks: Sequence[Task] | None = None, label_folders: Sequence[str] = (), verify: bool | None = None,
+               in_memory: Mapping[str, data_lib.Source] = MappingProxyType({})) -> Inputs:
     """The one place that decides a run's input layout (training, evaluation and export alike): sources are
-    inspected and checked against the tasks and the backbone; without ``specs``, the synthetic layout."""
+    inspected and checked against the tasks and the backbone; without ``specs``, the synthetic layout.
+    ``in_memory``: sources held in memory (:func:`trainer.training.data.memory_source`) by their spec."""
     if not specs:
         task_objects = tuple(tasks) if tasks is not None else make_tasks(config.tasks, label_folders)
         layout = data_lib.Layout(config.data.synthetic_seq_length, config.data.synthetic_predictions, task_objects)
         return Inputs((), layout)
-    sources = [data_lib.inspect_source(s) for s in specs]
-    folders = list(label_folders) + [s.folder for s in sources]
+    sources = [in_memory[s] if s in in_memory else data_lib.inspect_source(s) for s in specs]
+    folders = list(label_folders) + [s.label_place for s in sources]
     try:
         task_objects = tuple(tasks) if tasks is not None else make_tasks(config.tasks, folders)
     except ValueError as err:
@@ -107,13 +110,15 @@ def run_inputs(config: TrainConfig, specs: Sequence[str], backbone: keras.Model,
     layout = data_lib.check_sources(
         sources, task_objects, getattr(backbone, "max_sequence_length", None), getattr(backbone, "vocabulary_size", None),
         encoder.fingerprint, config.data.verify_records if verify is None else verify, role=role,
-        masking=dynamic_masking(config, encoder), dynamic_predictions=config.data.max_predictions)
+        masking=dynamic_masking(config, encoder), dynamic_predictions=config.data.max_predictions,
+        every_task=role != "data.eval")
     return Inputs(tuple(sources), layout)
 
 
-def training_inputs(config: TrainConfig, backbone: keras.Model, encoder: Encoder, verify: bool | None = None) -> Inputs:
+def training_inputs(config: TrainConfig, backbone: keras.Model, encoder: Encoder, verify: bool | None = None,
+                    in_memory: Mapping[str, data_lib.Source] = MappingProxyType({})) -> Inputs:
     return run_inputs(config, () if config.data.synthetic else config.data.train, backbone, encoder, "data.train",
-                      verify=verify)
+                      verify=verify, in_memory=in_memory)
 
 
 def build_training_model(config: TrainConfig, tasks: Sequence[Task], backbone: keras.Model,

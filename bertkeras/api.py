@@ -1,0 +1,266 @@
+"""The Python API's verbs: load a checkpoint, train a model on tasks from any data form, load a trained model,
+predict on raw strings. Each is a thin layer over the library the CLI and the pipelines run
+(:func:`trainer.training.loop.fit` underneath, with the same configs, schedules, strategies, checkpoints and
+export), so a notebook and a pipeline get the same semantics."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+
+import keras
+import numpy as np
+
+from bertkeras.data import finetuning_records
+from trainer import features, fileio
+from trainer.config import ConfigError
+from trainer.tasks import Task, TaskConfig
+from trainer.text.base import TextEncoder
+from trainer.training.config import DataConfig, OptimizerConfig, RuntimeConfig, TrainConfig, TrainingError
+from trainer.training.data import Source
+
+
+def load_checkpoint(path: str, lower_case: bool = True) -> tuple[keras.Model, TextEncoder | None]:
+    """A pretrained checkpoint (Google TF1 BERT, Hugging Face BERT safetensors, OpenAI GPT-1 release) ->
+    (model with its pretraining heads where the checkpoint has them, its encoder or None). In memory; the
+    round trip and parity checks are ``bertkeras convert``'s."""
+    from trainer.checkpoints.config import ConvertConfig  # noqa: PLC0415
+    from trainer.checkpoints.convert import load_source  # noqa: PLC0415
+
+    model, _, _, encoder = load_source(ConvertConfig(source=path, lower_case=lower_case))
+    return model, encoder
+
+
+def load_model(path: str) -> keras.Model:
+    """A trained model from a ``.keras`` file or a model folder (a run's ``export/``, a conversion), in a fresh
+    process too: the model's registered classes are imported here."""
+    from trainer.model.saving import load_model as load_file, load_model_folder  # noqa: PLC0415
+
+    return load_file(path) if path.endswith(".keras") else load_model_folder(path)
+
+
+class History(keras.callbacks.History):
+    """What :func:`train` returns: ``history`` (per logged step: ``loss`` and each task's loss, the learning
+    rate, examples/s), ``steps`` (the logged steps), ``metrics`` (the run's final metrics, ``eval`` included),
+    ``model`` (the trained model: backbone and heads) and ``output_dir``."""
+
+    def __init__(self, metrics: dict, model: keras.Model | None, output_dir: str):
+        super().__init__()
+        self.metrics, self.output_dir, self.steps = metrics, output_dir, []
+        if model is not None:
+            self.set_model(model)
+        for record in metrics.get("history", []):
+            self.steps.append(record["step"])
+            for key, value in record.items():
+                if key != "step":  # "loss/loss" (the weighted total) is "loss", as in Keras; tasks: "loss/<task>"
+                    self.history.setdefault("loss" if key == "loss/loss" else key, []).append(value)
+
+    @property
+    def eval(self) -> dict:
+        return self.metrics.get("eval", {})
+
+
+def _task_configs(tasks: Iterable) -> tuple[TaskConfig, ...]:
+    out = []
+    for i, task in enumerate(tasks):
+        if isinstance(task, Task):
+            task = task.config
+        elif isinstance(task, Mapping):
+            task = TaskConfig.from_dict(task, source=f"tasks[{i}]")
+        elif not isinstance(task, TaskConfig):
+            raise ConfigError(f"tasks[{i}]: a TaskConfig, a task object or a mapping, got {task!r}")
+        out.append(task)
+    return tuple(out)
+
+
+def _sources(data, tasks: Sequence[TaskConfig], encoder: TextEncoder | None, max_seq_length: int, role: str,
+             labels: Mapping[str, list[str]]) -> tuple[list[str], dict[str, Source]]:
+    """Any data form -> (source names for the config, the in-memory sources by name). Record folders and globs
+    stay names; records made in memory are sources; ``{task name: examples}`` are packed for that task (with
+    ``labels``, the training examples' label vocabularies, when packing evaluation examples)."""
+    if data is None:
+        return [], {}
+    if isinstance(data, (str, os.PathLike, Source, Mapping)) or not isinstance(data, Sequence):
+        data = [data]
+    by_name = {t.name: t for t in tasks}
+    names, in_memory = [], {}
+    for item in data:
+        if isinstance(item, Mapping):
+            for name, examples in item.items():
+                if name not in by_name:
+                    raise ConfigError(f"{role}: examples for {name!r}, which is not a task (tasks: {sorted(by_name)})")
+                if encoder is None:
+                    raise ConfigError(f"{role}: in-memory examples of {name!r} need the encoder: train(..., encoder=...)")
+                source = finetuning_records(by_name[name], examples, encoder, max_seq_length, labels.get(name))
+                names.append(source.spec)
+                in_memory[source.spec] = source
+        elif isinstance(item, Source):
+            names.append(item.spec)
+            in_memory[item.spec] = item
+        elif isinstance(item, (str, os.PathLike)):
+            names.append(os.fspath(item))
+        else:
+            raise ConfigError(f"{role}: a record folder or glob, records from bertkeras.finetuning_records / "
+                              f"pretraining_records, or {{task name: examples}}; got {type(item).__name__}")
+    return names, in_memory
+
+
+def _refuse_other_run(config: TrainConfig) -> None:
+    """A new run into a folder that holds a run is refused unless resume/overwrite was said: the error names the
+    fields that differ from the saved run's config."""
+    from trainer.training.runs import existing_run  # noqa: PLC0415
+
+    try:
+        existing = existing_run(dataclasses.replace(config, on_existing="resume"))
+    except TrainingError as err:
+        message = str(err).split("\nUse the run's config", 1)[0]
+        raise TrainingError(f"{message}\nPass resume=True to continue it anyway (override), overwrite=True to move it "
+                            f"aside and start again, or another output_dir.") from None
+    if existing.action != "new":
+        raise TrainingError(f"{config.output_dir} holds a training run with this config (at step "
+                            f"{existing.checkpoint_step}): pass resume=True to continue or reuse it, overwrite=True to "
+                            f"move it aside and start again, or another output_dir.")
+
+
+def train(model: keras.Model | None, tasks: Iterable, data, eval_data=None, *, encoder: TextEncoder | None = None,
+          output_dir: str | None = None, steps: int = 0, epochs: float = 0.0, batch_size: int = 32,
+          learning_rate: float = 1e-4, warmup_steps: int = 0, max_seq_length: int = 128,
+          train_weights: Sequence[float] = (), callbacks: Sequence[keras.callbacks.Callback] = (),
+          resume: bool = False, overwrite: bool = False, export: bool | None = None, log_every: int = 50,
+          seed: int = 0, **config) -> History:
+    """Trains ``model`` (a backbone honouring the contract of :mod:`trainer.model.backbone`, or a model with a
+    ``backbone`` such as :func:`load_checkpoint` and :func:`load_model` return) on ``tasks`` and returns a
+    :class:`History` whose ``model`` has the backbone and one head per task; the backbone is trained in place.
+
+    ``data`` / ``eval_data``: record folders or globs (the Beam steps' output), records made in memory
+    (:func:`bertkeras.finetuning_records`, :func:`bertkeras.pretraining_records`), a list mixing them, or
+    ``{task name: examples}`` packed here with ``encoder``. ``steps`` or ``epochs`` (over all training records)
+    say how long; ``train_weights`` sample the sources. ``callbacks``: Keras callbacks, called with each
+    progress record (``on_train_batch_end`` every ``log_every`` steps) and at the start and end.
+
+    ``output_dir`` (default: a new temporary folder) gets checkpoints, ``metrics.json`` and, when ``export``
+    (default: when ``output_dir`` is given), the exported model. A folder that holds another run is refused,
+    naming what differs, unless ``resume=True`` (continue it) or ``overwrite=True`` (move it aside). Any other
+    :class:`TrainConfig` field can be given as a keyword (``optimizer={...}``, ``runtime={...}``)."""
+    from trainer.tasks.model import backbone_of  # noqa: PLC0415
+    from trainer.training.loop import fit  # noqa: PLC0415
+
+    if resume and overwrite:
+        raise ConfigError("resume and overwrite: give one of them")
+    if not steps and not epochs:
+        raise ConfigError("steps or epochs: say how long to train")
+    task_configs = _task_configs(tasks)
+    train_names, in_memory = _sources(data, task_configs, encoder, max_seq_length, "data", {})
+    labels = {s.manifest["task"]: s.manifest["labels"] for s in in_memory.values() if (s.manifest or {}).get("labels")}
+    eval_names, eval_memory = _sources(eval_data, task_configs, encoder, max_seq_length, "eval_data", labels)
+    if not train_names:
+        raise ConfigError("data: no training data")
+    given_dir = output_dir is not None
+    output_dir = os.fspath(output_dir) if given_dir else tempfile.mkdtemp(prefix="bertkeras-run-")
+    encoder_dir = ""
+    if encoder is not None:
+        encoder_dir = fileio.join(output_dir, features.ENCODER_DIR)
+    backbone = None
+    if model is not None:
+        backbone = model if getattr(model, "backbone", None) is None else backbone_of(model)
+    optimizer = {"learning_rate": learning_rate, "warmup_steps": warmup_steps, **config.pop("optimizer", {})}
+    try:
+        train_config = TrainConfig(
+            output_dir=output_dir, on_existing="override" if resume else "resume",
+            encoder_dir=encoder_dir, tasks=task_configs, steps=steps or 1, epochs=epochs,
+            data=DataConfig.from_dict({"train": train_names, "eval": eval_names, "global_batch_size": batch_size,
+                                       "train_weights": list(train_weights), **config.pop("data", {})}, "data"),
+            optimizer=OptimizerConfig.from_dict(optimizer, "optimizer"),
+            runtime=RuntimeConfig.from_dict(config.pop("runtime", {}), "runtime"),
+            export=given_dir if export is None else export, log_every=log_every,
+            checkpoint_every=config.pop("checkpoint_every", max(steps, 1000)), seed=seed, **config)
+    except TypeError as err:
+        raise ConfigError(f"train: {err}") from None
+    if model is None and not train_config.init_from:
+        raise ConfigError("model: give the model to train (bertkeras.Transformer(...), load_checkpoint(...)[0]), "
+                          "or init_from=<model folder>")
+    if overwrite and fileio.exists(output_dir):
+        from trainer.training.runs import move_aside  # noqa: PLC0415
+
+        move_aside(output_dir)  # before the encoder is written into the new run's folder
+    elif not resume:
+        _refuse_other_run(train_config)
+    if encoder is not None:
+        encoder.save(encoder_dir)
+    callback_list = keras.callbacks.CallbackList(list(callbacks))
+    callback_list.on_train_begin()
+    metrics, trained = fit(train_config, backbone, {**in_memory, **eval_memory},
+                           progress=lambda record: callback_list.on_train_batch_end(record["step"], record))
+    history = History(metrics, trained, output_dir)
+    callback_list.on_train_end(metrics.get("eval", {}))
+    return history
+
+
+class Predictor:
+    """Raw strings -> each served head's answer, in Python: texts are packed as the training records are
+    (``[CLS] a [SEP] (b [SEP])``, each word's tag read on its first sub-word) and padded to the batch's
+    longest, not to ``max_seq_length``. Token tasks answer per word (the text split on whitespace) and per
+    sub-word."""
+
+    def __init__(self, model: keras.Model | str, encoder: TextEncoder | str | None = None, max_seq_length: int = 128,
+                 batch_size: int = 32):
+        from trainer.text.factory import load_encoder  # noqa: PLC0415
+
+        if isinstance(model, str):
+            folder = model
+            model = load_model(folder)
+            encoder = encoder or (fileio.join(folder, features.ENCODER_DIR) if not folder.endswith(".keras") else None)
+        if encoder is None:
+            raise ConfigError("Predictor: needs the encoder (the model folder's encoder/ or an encoder object)")
+        self.model = model
+        self.encoder = load_encoder(encoder) if isinstance(encoder, str) else encoder
+        self.max_seq_length = max_seq_length
+        self.batch_size = batch_size
+        self.tasks = [t for t in model.tasks if t.served and t.has_examples]
+
+    def predict(self, texts: Sequence[str], text_b: Sequence[str] | None = None) -> list[dict]:
+        """One dict per text: per sentence task ``{task: label, task_probabilities: {label: p}}``; per token
+        task ``{task: [(word, tag), ...], task_subwords: [(sub-word, tag), ...]}``."""
+        if isinstance(texts, str):
+            raise ConfigError("predict: give a list of texts")
+        if text_b is not None and len(text_b) != len(texts):
+            raise ConfigError(f"predict: {len(texts)} texts but {len(text_b)} text_b")
+        results: list[dict] = [{} for _ in texts]
+        groups: dict[type, list[Task]] = {}
+        for task in self.tasks:  # tasks of one class read the same packing: one forward pass each
+            groups.setdefault(type(task), []).append(task)
+        for tasks in groups.values():
+            lead = tasks[0]
+            try:
+                examples = [lead.unlabelled(text, text_b[i] if text_b is not None else None) for i, text in enumerate(texts)]
+            except ValueError as err:
+                raise ConfigError(f"predict: {err}") from None
+            rows = [row for _, row, _ in lead.pack_examples(self.encoder, examples, {None: 0}, self.max_seq_length)]
+            for first in range(0, len(rows), self.batch_size):
+                batch = rows[first : first + self.batch_size]
+                outputs = self.model(_model_inputs(batch, lead), training=False)
+                for task in tasks:
+                    probabilities = keras.ops.convert_to_numpy(keras.ops.softmax(outputs[task.name], axis=-1))
+                    for offset, row in enumerate(batch):
+                        results[first + offset].update(task.answer(probabilities[offset], row, examples[first + offset],
+                                                                   self.encoder.id_to_token))
+        return results
+
+
+def _model_inputs(rows: list[dict], task: Task) -> dict:
+    """A batch of packed rows -> the model's inputs, padded to the longest row; the heads' own inputs (a
+    sentence task's extraction index) as packed."""
+    length = max(len(r[features.INPUT_IDS]) for r in rows)
+    lengths = np.array([len(r[features.INPUT_IDS]) for r in rows])
+    inputs = {features.PADDING_MASK: (np.arange(length) < lengths[:, None]).astype(np.int32)}
+    for name in (features.INPUT_IDS, features.SEGMENT_IDS):
+        column = np.zeros((len(rows), length), np.int32)
+        for i, row in enumerate(rows):
+            column[i, : len(row[name])] = row[name]
+        inputs[features.TOKEN_IDS if name == features.INPUT_IDS else name] = column
+    for name in task.input_specs():
+        if name in rows[0]:
+            inputs[name] = np.array([r[name][0] for r in rows], np.int32)
+    return inputs

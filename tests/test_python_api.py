@@ -1,0 +1,168 @@
+"""`import bertkeras as bk`: the seed's flow in memory (docs/python_api.md, every block run), the same batches from
+in-memory examples and from the Beam step's records, config checks at construction, reruns into a used folder,
+and the model answering with only the inputs its heads read."""
+
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import bertkeras as bk
+from components.preprocessing.finetuning import FinetuningDataConfig, run as prepare_records
+from trainer import features
+from trainer.text.config import EncoderConfig
+from trainer.training import data as data_lib
+from trainer.training.config import DataConfig
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOC = os.path.join(REPO, "docs", "python_api.md")
+
+
+def doc_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", open(DOC, encoding="utf-8").read(), flags=re.S)
+
+
+def run_python(code: str, cwd) -> str:
+    done = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_docs_python_api_runs_in_memory_and_reloads_in_a_fresh_process(tmp_path):
+    """The seed's flow with bk: in-memory documents and examples only, MLM + next sentence + a sentence task + a
+    token task on schedules from LM to tasks; saved; reloaded in another process; predictions per word."""
+    blocks = doc_blocks()
+    fresh = [b for b in blocks if b.startswith("# a fresh process")]
+    assert len(fresh) == 1 and len(blocks) >= 5
+    first = run_python("\n".join(b for b in blocks if b not in fresh), tmp_path)
+    losses = [float(x) for x in re.findall(r"[-\d.e]+", first.splitlines()[0].split("]")[0])]
+    assert len(losses) == 4 and losses[-1] < losses[0]  # logged at steps 20, 40, 60, 80
+    assert (tmp_path / "my_awesome_model.keras").exists()
+    answers = run_python(fresh[0], tmp_path).splitlines()
+    assert len(answers) == 2
+    words = ["and god said , let there be light".split(), "and moses went up unto the mount".split()]
+    for line, expected in zip(answers, words):
+        label, tags = line.split(" ", 1)
+        assert label in ("Ge", "Ex")
+        pairs = eval(tags)  # noqa: S307 - our own printed list of (word, tag) tuples
+        assert [w for w, _ in pairs] == expected and {t for _, t in pairs} <= {"CAP", "O"}
+
+
+BOOK = [("In the beginning God created the heaven and the earth.", "law"), ("Jesus wept.", "gospel"),
+        ("And Moses spake unto the people, saying,", "law"), ("Blessed are the meek.", "gospel"),
+        ("And the LORD spake unto Moses, saying, Speak unto the children of Israel, and say unto them", "law")] * 8
+CASE = [("and god said let there be light".split(), ["CAP", "CAP", "O", "O", "O", "O", "O"]),
+        ("jesus wept".split(), ["CAP", "O"]), ("the lord is my shepherd".split(), ["CAP", "CAP", "O", "O", "O"])] * 10
+
+
+def _batches(sources, layout, training):
+    dataset = data_lib.make_dataset(sources, layout, DataConfig(train=("x",), train_weights=(3, 1), shuffle_buffer=50),
+                                    8, training=training)
+    return [{k: v.numpy() for k, v in batch.items()} for batch in dataset.take(6)]
+
+
+def test_in_memory_examples_give_the_beam_steps_records_and_batches(vocab, tmp_path):
+    encoder = bk.WordPieceEncoder.from_file(vocab)
+    (tmp_path / "book.tsv").write_text("text\tlabel\n" + "".join(f"{t}\t{l}\n" for t, l in BOOK))
+    (tmp_path / "case.conll").write_text("\n".join("\n".join(f"{w} {t}" for w, t in zip(*s)) + "\n" for s in CASE))
+    folders = []
+    for task, level, fmt, path in (("book", "sentence", "tsv", "book.tsv"), ("case", "token", "conll", "case.conll")):
+        out = tmp_path / task
+        prepare_records(FinetuningDataConfig(task=task, level=level, input_format=fmt, inputs=(str(tmp_path / path),),
+                                             output_dir=str(out), encoder=EncoderConfig(vocab_file=vocab),
+                                             max_seq_length=16, num_shards=1))
+        folders.append(str(out))
+    memory = [bk.finetuning_records("book", [bk.Example(t, l) for t, l in BOOK], encoder, 16),
+              bk.finetuning_records(bk.TaskConfig(name="case", kind="token"), CASE, encoder, 16)]
+    on_disk = [data_lib.inspect_source(f) for f in folders]
+    for disk, mem in zip(on_disk, memory):
+        written = [r.numpy() for _, r in data_lib._records(disk, 0, 0, 1, training=False)]
+        assert written == mem.records  # the same bytes, in the same order
+        assert disk.manifest["labels"] == mem.manifest["labels"]
+    tasks = bk.make_task(bk.TaskConfig(name="book"), 2), bk.make_task(bk.TaskConfig(name="case", kind="token"), 2)
+    layout = data_lib.Layout(16, 0, tasks)
+    for training in (True, False):
+        a, b = _batches(on_disk, layout, training), _batches(memory, layout, training)
+        assert len(a) == len(b) == 6
+        for x, y in zip(a, b):
+            assert x.keys() == y.keys() and all(np.array_equal(x[k], y[k]) for k in x)
+    # and the scale path trains through the same call: record folders instead of in-memory records
+    model = bk.Transformer(bk.TransformerConfig(vocab_size=encoder.vocab_size, hidden_size=16, num_layers=1,
+                                                num_heads=2, intermediate_size=32, max_positions=32))
+    history = bk.train(model, [bk.TaskConfig(name="book"), bk.TaskConfig(name="case", kind="token")], folders,
+                       steps=4, batch_size=8, output_dir=str(tmp_path / "run"))
+    assert history.steps == [4] and history.model.tasks[0].label_names == ["gospel", "law"]
+    assert (tmp_path / "run" / features.EXPORT_DIR / features.MODEL_FILE).exists()
+
+
+def test_bad_examples_name_the_example(vocab):
+    encoder = bk.WordPieceEncoder.from_file(vocab)
+    with pytest.raises(bk.DataError, match=r"case \(token\): example 1: 2 words but 1 tags"):
+        bk.finetuning_records(bk.TaskConfig(name="case", kind="token"), [(["a"], ["O"]), (["a", "b"], ["O"])], encoder)
+    with pytest.raises(bk.DataError, match=r"book: example 0 .*label 'x' is not in the label vocabulary"):
+        bk.finetuning_records("book", [("text", "x")], encoder, labels=["law"])
+    with pytest.raises(bk.DataError, match=r"book \(sentence\): example 0: must be a text \(and optional text_b\) with one label"):
+        bk.finetuning_records("book", [(["a", "list"], "law")], encoder)
+    with pytest.raises(bk.DataError, match="document 0 is a string"):
+        bk.pretraining_records(["not a list of sentences"], encoder)
+
+
+def test_configs_check_types_and_values_however_they_are_built():
+    with pytest.raises(bk.ConfigError, match=r"TaskConfig: field 'kind' must be one of .*got 'sentense'"):
+        bk.TaskConfig(name="a", kind="sentense")
+    with pytest.raises(bk.ConfigError, match=r"TrainConfig: field 'steps' must be an integer, got 'many'"):
+        bk.TrainConfig(steps="many")
+    assert DataConfig(train="/path").train == ("/path",)  # as YAML's `train: /path`, not a tuple of characters
+    assert bk.TaskConfig(name="a", weight=0.5).weight == bk.ScheduleConfig(value=0.5, end_value=0.5)
+    assert bk.TrainConfig(tasks=[{"name": "a", "kind": "token"}]).tasks[0] == bk.TaskConfig(name="a", kind="token")
+    with pytest.raises(bk.ConfigError, match="steps or epochs"):
+        bk.train(None, [bk.TaskConfig(name="a")], "/nowhere")
+    with pytest.raises(bk.ConfigError, match="model: give the model to train"):
+        bk.train(None, [bk.TaskConfig(name="a")], "/nowhere", steps=1)
+
+
+def test_rerun_into_a_used_folder_refuses_unless_told(vocab, tmp_path):
+    encoder = bk.WordPieceEncoder.from_file(vocab)
+    book = {"book": [bk.Example(t, l) for t, l in BOOK]}
+    out = str(tmp_path / "run")
+
+    def model():
+        return bk.Transformer(bk.TransformerConfig(vocab_size=encoder.vocab_size, hidden_size=16, num_layers=1,
+                                                   num_heads=2, intermediate_size=32, max_positions=32))
+
+    tasks = [bk.TaskConfig(name="book")]
+    first = bk.train(model(), tasks, book, encoder=encoder, steps=4, batch_size=8, max_seq_length=16,
+                     output_dir=out, export=False)
+    assert first.steps == [4]
+    with pytest.raises(bk.TrainingError, match=r"optimizer.learning_rate: 0.0001 -> 0.001[\s\S]*resume=True"):
+        bk.train(model(), tasks, book, encoder=encoder, steps=4, batch_size=8, max_seq_length=16, output_dir=out,
+                 learning_rate=1e-3, export=False)
+    with pytest.raises(bk.TrainingError, match=r"holds a training run with this config \(at step 4\)"):
+        bk.train(model(), tasks, book, encoder=encoder, steps=4, batch_size=8, max_seq_length=16, output_dir=out,
+                 export=False)
+    resumed = bk.train(model(), tasks, book, encoder=encoder, steps=8, batch_size=8, max_seq_length=16,
+                       output_dir=out, export=False, resume=True)
+    assert resumed.metrics["resumed_from_step"] == 4 and resumed.steps == [4, 8]
+    again = bk.train(model(), tasks, book, encoder=encoder, steps=4, batch_size=8, max_seq_length=16,
+                     output_dir=out, export=False, overwrite=True)
+    assert again.metrics["resumed_from_step"] == 0 and any(p.name.startswith("run.previous-") for p in tmp_path.iterdir())
+
+
+def test_model_answers_with_only_the_inputs_its_heads_read():
+    model = bk.Transformer(bk.TransformerConfig(vocab_size=50, hidden_size=16, num_layers=1, num_heads=2,
+                                                intermediate_size=32, max_positions=32))
+    from trainer.tasks.model import build_model
+
+    tasks = [bk.make_task(bk.TaskConfig(name="mlm", kind="masked_lm")), bk.make_task(bk.TaskConfig(name="book"), 3),
+             bk.make_task(bk.TaskConfig(name="tags", kind="token"), 2)]
+    task_model = build_model(model, tasks)
+    x = {"token_ids": np.arange(40).reshape(4, 10) % 50, "padding_mask": np.ones((4, 10), "int32")}
+    out = task_model.predict(x, verbose=0)
+    assert out["book"].shape == (4, 3) and out["tags"].shape == (4, 10, 2) and out["mlm"].shape == (4, 1, 50)
+    full = task_model({**x, "book_index": np.zeros(4, "int32"), "masked_positions": np.zeros((4, 1), "int32"),
+                       "segment_ids": np.zeros((4, 10), "int32"), "attention_mask": None})
+    np.testing.assert_allclose(out["book"], full["book"], atol=1e-6)
