@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import keras
 import numpy as np
@@ -129,7 +129,7 @@ def train(model: keras.Model | None, tasks: Iterable, data, eval_data=None, *, e
           learning_rate: float = 1e-4, warmup_steps: int = 0, max_seq_length: int = 128,
           train_weights: Sequence[float] = (), callbacks: Sequence[keras.callbacks.Callback] = (),
           resume: bool = False, overwrite: bool = False, export: bool | None = None, log_every: int = 50,
-          seed: int = 0, **config) -> History:
+          seed: int = 0, attention_mask: Callable | None = None, **config) -> History:
     """Trains ``model`` (a backbone honouring the contract of :mod:`trainer.model.backbone`, or a model with a
     ``backbone`` such as :func:`load_checkpoint` and :func:`load_model` return) on ``tasks`` and returns a
     :class:`History` whose ``model`` has the backbone and one head per task; the backbone is trained in place.
@@ -139,6 +139,9 @@ def train(model: keras.Model | None, tasks: Iterable, data, eval_data=None, *, e
     ``{task name: examples}`` packed here with ``encoder``. ``steps`` or ``epochs`` (over all training records)
     say how long; ``train_weights`` sample the sources. ``callbacks``: Keras callbacks, called with each
     progress record (``on_train_batch_end`` every ``log_every`` steps) and at the start and end.
+    ``attention_mask``: the seed's explicit mask, a function of a batch (``token_ids``, ``padding_mask``,
+    ``segment_ids``; tensors) giving [batch, query, key] 0/1, applied with the padding mask in training and
+    evaluation (pass the same function to :class:`Predictor`; the exported SavedModel applies padding only).
 
     ``output_dir`` (default: a new temporary folder) gets checkpoints, ``metrics.json`` and, when ``export``
     (default: when ``output_dir`` is given), the exported model. A folder that holds another run is refused,
@@ -192,7 +195,8 @@ def train(model: keras.Model | None, tasks: Iterable, data, eval_data=None, *, e
     callback_list = keras.callbacks.CallbackList(list(callbacks))
     callback_list.on_train_begin()
     metrics, trained = fit(train_config, backbone, {**in_memory, **eval_memory},
-                           progress=lambda record: callback_list.on_train_batch_end(record["step"], record))
+                           progress=lambda record: callback_list.on_train_batch_end(record["step"], record),
+                           attention_mask=attention_mask)
     history = History(metrics, trained, output_dir)
     callback_list.on_train_end(metrics.get("eval", {}))
     return history
@@ -205,7 +209,7 @@ class Predictor:
     sub-word."""
 
     def __init__(self, model: keras.Model | str, encoder: TextEncoder | str | None = None, max_seq_length: int = 128,
-                 batch_size: int = 32):
+                 batch_size: int = 32, attention_mask: Callable | None = None):
         from trainer.text.factory import load_encoder  # noqa: PLC0415
 
         if isinstance(model, str):
@@ -218,6 +222,7 @@ class Predictor:
         self.encoder = load_encoder(encoder) if isinstance(encoder, str) else encoder
         self.max_seq_length = max_seq_length
         self.batch_size = batch_size
+        self.attention_mask = attention_mask
         self.tasks = [t for t in model.tasks if t.served and t.has_examples]
 
     def predict(self, texts: Sequence[str], text_b: Sequence[str] | None = None) -> list[dict]:
@@ -240,7 +245,11 @@ class Predictor:
             rows = [row for _, row, _ in lead.pack_examples(self.encoder, examples, {None: 0}, self.max_seq_length)]
             for first in range(0, len(rows), self.batch_size):
                 batch = rows[first : first + self.batch_size]
-                outputs = self.model(_model_inputs(batch, lead), training=False)
+                inputs = _model_inputs(batch, lead)
+                if self.attention_mask is not None:
+                    inputs[features.ATTENTION_MASK] = self.attention_mask(
+                        {k: keras.ops.convert_to_tensor(v) for k, v in inputs.items()})
+                outputs = self.model(inputs, training=False)
                 for task in tasks:
                     probabilities = keras.ops.convert_to_numpy(keras.ops.softmax(outputs[task.name], axis=-1))
                     for offset, row in enumerate(batch):

@@ -21,8 +21,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC = os.path.join(REPO, "docs", "python_api.md")
 
 
-def doc_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", open(DOC, encoding="utf-8").read(), flags=re.S)
+def doc_blocks(path: str = DOC) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", open(path, encoding="utf-8").read(), flags=re.S)
 
 
 def run_python(code: str, cwd) -> str:
@@ -38,8 +38,11 @@ def test_docs_python_api_runs_in_memory_and_reloads_in_a_fresh_process(tmp_path)
     blocks = doc_blocks()
     fresh = [b for b in blocks if b.startswith("# a fresh process")]
     assert len(fresh) == 1 and len(blocks) >= 5
-    first = run_python("\n".join(b for b in blocks if b not in fresh), tmp_path)
-    losses = [float(x) for x in re.findall(r"[-\d.e]+", first.splitlines()[0].split("]")[0])]
+    readme = doc_blocks(os.path.join(REPO, "README.md"))
+    assert len(readme) == 1  # README's Python section, run first, as written
+    first = run_python("\n".join([readme[0], *(b for b in blocks if b not in fresh)]), tmp_path).splitlines()
+    assert re.fullmatch(r"\[\{'book': '(law|gospels)', 'book_probabilities': \{'gospels': .*, 'law': .*\}\}\]", first[0])
+    losses = [float(x) for x in re.findall(r"[-\d.e]+", first[1].split("]")[0])]
     assert len(losses) == 4 and losses[-1] < losses[0]  # logged at steps 20, 40, 60, 80
     assert (tmp_path / "my_awesome_model.keras").exists()
     answers = run_python(fresh[0], tmp_path).splitlines()
@@ -166,3 +169,35 @@ def test_model_answers_with_only_the_inputs_its_heads_read():
     full = task_model({**x, "book_index": np.zeros(4, "int32"), "masked_positions": np.zeros((4, 1), "int32"),
                        "segment_ids": np.zeros((4, 10), "int32"), "attention_mask": None})
     np.testing.assert_allclose(out["book"], full["book"], atol=1e-6)
+
+
+def test_a_custom_attention_mask_reaches_the_model_in_training_and_prediction(vocab, tmp_path):
+    import tensorflow as tf
+
+    encoder = bk.WordPieceEncoder.from_file(vocab)
+    calls = []
+
+    def only_self(batch):  # each token sees itself only: what the model computes must change
+        calls.append(1)
+        token_ids = batch["token_ids"]
+        n = tf.shape(token_ids)[1]
+        return tf.broadcast_to(tf.eye(n, dtype=tf.int32), [tf.shape(token_ids)[0], n, n])
+
+    layout = data_lib.Layout(4, 0, ())
+    batch = {"token_ids": tf.ones([2, 4], tf.int32), "padding_mask": tf.ones([2, 4], tf.int32),
+             "segment_ids": tf.zeros([2, 4], tf.int32)}
+    np.testing.assert_array_equal(
+        data_lib.model_inputs(batch, data_lib.Layout(4, 0, (), attention_mask=only_self))["attention_mask"], only_self(batch))
+    assert data_lib.model_inputs(batch, layout)["attention_mask"] is None
+    model = bk.Transformer(bk.TransformerConfig(vocab_size=encoder.vocab_size, hidden_size=16, num_layers=1,
+                                                num_heads=2, intermediate_size=32, max_positions=32))
+    calls.clear()
+    history = bk.train(model, [bk.TaskConfig(name="case", kind="token")], {"case": CASE}, {"case": CASE[:6]},
+                       encoder=encoder, steps=2, batch_size=8, max_seq_length=16, attention_mask=only_self)
+    assert calls and history.eval["case"]["weight"] > 0  # traced into the training step and the evaluation
+    text = ["and god said let there be light"]
+    masked = bk.Predictor(history.model, encoder, attention_mask=only_self).predict(text)[0]
+    plain = bk.Predictor(history.model, encoder).predict(text)[0]
+    assert [w for w, _ in masked["case"]] == text[0].split()
+    assert masked.keys() == plain.keys()
+    assert not np.allclose(history.model(batch)["case"], history.model({**batch, "attention_mask": only_self(batch)})["case"])

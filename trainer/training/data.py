@@ -18,7 +18,7 @@ import dataclasses
 import functools
 import glob as globlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 
@@ -71,6 +71,8 @@ class Layout:
     predictions: int          # masked positions per example (0: none)
     tasks: tuple[Task, ...]
     masking: DynamicMasking | None = None
+    # the seed's explicit attention mask: batch -> [batch, query, key] 0/1 (in-graph), with the padding mask
+    attention_mask: Callable[[dict], tf.Tensor] | None = None
 
 
 def _glob(pattern: str) -> list[str]:
@@ -351,7 +353,7 @@ def synthetic_dataset(layout: Layout, vocab_size: int, seed: int, batch_size: in
 def model_inputs(batch: dict, layout: Layout) -> dict:
     """The model's named inputs from a layout batch: the backbone's, then what each task's head reads."""
     inputs = {TOKEN_IDS: batch[TOKEN_IDS], PADDING_MASK: batch[PADDING_MASK], SEGMENT_IDS: batch[SEGMENT_IDS],
-              features.ATTENTION_MASK: None}
+              features.ATTENTION_MASK: layout.attention_mask(batch) if layout.attention_mask is not None else None}
     for task in layout.tasks:
         inputs.update({name: batch[name] for name in task.input_specs()})
     return inputs

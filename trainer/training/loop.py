@@ -99,8 +99,11 @@ def train(config: TrainConfig, backbone: keras.Model | None = None,
 
 def fit(config: TrainConfig, backbone: keras.Model | None = None,
         in_memory: Mapping[str, data_lib.Source] = MappingProxyType({}), progress: Callable[[dict], None] | None = None,
-        ) -> tuple[dict, keras.Model | None]:
-    """:func:`train`, also returning the trained model (None when the run was already complete)."""
+        attention_mask: Callable | None = None) -> tuple[dict, keras.Model | None]:
+    """:func:`train`, also returning the trained model (None when the run was already complete).
+    ``attention_mask``: a function of a batch (``token_ids``, ``padding_mask``, ``segment_ids``, ...) giving the
+    explicit [batch, query, key] mask training and evaluation apply with the padding mask (the export serves
+    with the padding mask only)."""
     config = steps_from_epochs(config.validate(), in_memory)
     existing = existing_run(config)
     if existing.action == "complete":
@@ -108,7 +111,7 @@ def fit(config: TrainConfig, backbone: keras.Model | None = None,
                     "are left as they are. Raise steps to train longer, run `export` to export it again, or set "
                     "on_existing=fresh to start a new run", config.output_dir, existing.checkpoint_step, config.steps)
         return {**existing.previous_metrics, "already_complete": True}, None
-    run = _set_up(config, backbone, existing, in_memory)
+    run = _set_up(config, backbone, existing, in_memory, attention_mask)
     result = _train_steps(run, progress)
     earlier = (existing.previous_metrics or {}).get("history", [])
     result["history"] = [h for h in earlier if h.get("step", 0) <= run.start_step] + result["history"]
@@ -141,7 +144,7 @@ def steps_from_epochs(config: TrainConfig, in_memory: Mapping[str, data_lib.Sour
 
 
 def _set_up(config: TrainConfig, backbone: keras.Model | None, existing: ExistingRun,
-            in_memory: Mapping[str, data_lib.Source]) -> _Run:
+            in_memory: Mapping[str, data_lib.Source], attention_mask: Callable | None = None) -> _Run:
     """Strategy and precision, the old run moved aside or its config kept (``on_existing``; the chief), the
     encoder, the base model, every source checked (evaluation sources too, before the first step), the model
     and optimizer, and the restored checkpoint if there is one."""
@@ -172,6 +175,11 @@ def _set_up(config: TrainConfig, backbone: keras.Model | None, existing: Existin
         if config.data.eval:
             eval_inputs = run_inputs(config, config.data.eval, backbone, encoder, "data.eval", tasks=inputs.tasks,
                                      in_memory=in_memory)
+        if attention_mask is not None:
+            inputs = dataclasses.replace(inputs, layout=dataclasses.replace(inputs.layout, attention_mask=attention_mask))
+            if eval_inputs is not None:
+                eval_inputs = dataclasses.replace(
+                    eval_inputs, layout=dataclasses.replace(eval_inputs.layout, attention_mask=attention_mask))
         model, init_report = build_training_model(config, inputs.tasks, backbone, base)
         init_report = {**existing_report, **init_report}
         optimizer = make_optimizer(config, policy)
