@@ -41,6 +41,7 @@ _NAMES = {
     "Example": "bertkeras.data",
     "finetuning_records": "bertkeras.data",
     "pretraining_records": "bertkeras.data",
+    "batches": "bertkeras.api",
     # training and use
     "train": "bertkeras.api",
     "History": "bertkeras.api",

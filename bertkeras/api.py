@@ -19,7 +19,7 @@ from trainer.config import ConfigError
 from trainer.tasks import Task, TaskConfig
 from trainer.text.base import TextEncoder
 from trainer.training.config import DataConfig, OptimizerConfig, RuntimeConfig, TrainConfig, TrainingError
-from trainer.training.data import Source
+from trainer.training.data import Source, memory_source
 
 
 def load_checkpoint(path: str, lower_case: bool = True) -> tuple[keras.Model, TextEncoder | None]:
@@ -99,12 +99,40 @@ def _sources(data, tasks: Sequence[TaskConfig], encoder: TextEncoder | None, max
         elif isinstance(item, Source):
             names.append(item.spec)
             in_memory[item.spec] = item
+        elif _is_dataset(item):  # serialized records; the name is its place in the list (no digest to take)
+            source = memory_source(f"tf.data:{role}[{len(names)}]", item, {})
+            names.append(source.spec)
+            in_memory[source.spec] = source
         elif isinstance(item, (str, os.PathLike)):
             names.append(os.fspath(item))
         else:
             raise ConfigError(f"{role}: a record folder or glob, records from bertkeras.finetuning_records / "
-                              f"pretraining_records, or {{task name: examples}}; got {type(item).__name__}")
+                              f"pretraining_records, a tf.data.Dataset of serialized records, or {{task name: "
+                              f"examples}}; got {type(item).__name__}")
     return names, in_memory
+
+
+def _is_dataset(item) -> bool:
+    import tensorflow as tf  # noqa: PLC0415
+
+    return isinstance(item, tf.data.Dataset)
+
+
+def batches(data, tasks: Iterable, batch_size: int = 32, encoder: TextEncoder | None = None,
+            max_seq_length: int = 128, training: bool = False, seed: int = 0):
+    """The batches :func:`train` would read from ``data`` (any of its forms), as a ``tf.data.Dataset`` of dicts:
+    ``token_ids``, ``padding_mask``, ``segment_ids`` and each task's targets (zeros with weight 0 where a
+    source lacks a task). ``training``: shuffled and repeated, as in training."""
+    from trainer.tasks import make_tasks  # noqa: PLC0415
+    from trainer.training import data as data_lib  # noqa: PLC0415
+
+    task_configs = _task_configs(tasks)
+    names, in_memory = _sources(data, task_configs, encoder, max_seq_length, "data", {})
+    sources = [in_memory[n] if n in in_memory else data_lib.inspect_source(n) for n in names]
+    task_objects = make_tasks(task_configs, [s.label_place for s in sources])
+    layout = data_lib.check_sources(sources, task_objects, None, None, None, verify=False, every_task=False)
+    config = DataConfig(train=tuple(names), seed=seed)
+    return data_lib.make_dataset(sources, layout, config, batch_size, training=training)
 
 
 def _refuse_other_run(config: TrainConfig) -> None:
@@ -135,8 +163,9 @@ def train(model: keras.Model | None, tasks: Iterable, data, eval_data=None, *, e
     :class:`History` whose ``model`` has the backbone and one head per task; the backbone is trained in place.
 
     ``data`` / ``eval_data``: record folders or globs (the Beam steps' output), records made in memory
-    (:func:`bertkeras.finetuning_records`, :func:`bertkeras.pretraining_records`), a list mixing them, or
-    ``{task name: examples}`` packed here with ``encoder``. ``steps`` or ``epochs`` (over all training records)
+    (:func:`bertkeras.finetuning_records`, :func:`bertkeras.pretraining_records`), ``tf.data.Dataset`` s of
+    serialized records (their tasks need ``num_classes``), ``{task name: examples}`` packed here with
+    ``encoder``, or a list mixing them. ``steps`` or ``epochs`` (over all training records)
     say how long; ``train_weights`` sample the sources. ``callbacks``: Keras callbacks, called with each
     progress record (``on_train_batch_end`` every ``log_every`` steps) and at the start and end.
     ``attention_mask``: the seed's explicit mask, a function of a batch (``token_ids``, ``padding_mask``,

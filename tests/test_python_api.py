@@ -201,3 +201,47 @@ def test_a_custom_attention_mask_reaches_the_model_in_training_and_prediction(vo
     assert [w for w, _ in masked["case"]] == text[0].split()
     assert masked.keys() == plain.keys()
     assert not np.allclose(history.model(batch)["case"], history.model({**batch, "attention_mask": only_self(batch)})["case"])
+
+
+def test_in_memory_pretraining_records_in_each_mode_as_tf_data(vocab):
+    """Google's layout from in-memory documents: pair (80/10/10 masking, is-next label 1 = random next), single,
+    causal; read back through bk.batches, the batches train() reads."""
+    from components.corpora import kjv_chapters
+
+    encoder = bk.WordPieceEncoder.from_file(vocab)
+    documents = [verses for _, verses in kjv_chapters()[:30]]
+    # at 128 tokens chunks hold several verses; at 32 most hold one, whose B is always random (as Google's)
+    pair = bk.pretraining_records(documents, encoder, mode="pair", max_seq_length=128, max_predictions_per_seq=20)
+    assert pair.spec.startswith("memory:pretraining:pair:") and pair.manifest["records"] == len(pair.records) > 100
+    again = bk.pretraining_records(documents, encoder, mode="pair", max_seq_length=128, max_predictions_per_seq=20)
+    assert again.records == pair.records  # a document's instances follow its own seeded generator
+    tasks = [bk.TaskConfig(name="masked_lm", kind="masked_lm"), bk.TaskConfig(name="next_sentence", kind="next_sentence")]
+    batch = next(iter(bk.batches(pair, tasks, batch_size=len(pair.records))))
+    ids, positions = batch["token_ids"].numpy(), batch["masked_positions"].numpy()
+    weights, labels = batch["masked_lm_weights"].numpy(), batch["masked_lm_labels"].numpy()
+    assert ids.shape == (len(pair.records), 128) and positions.shape[1] == 20 and (ids[:, 0] == 101).all()
+    at_masked = np.take_along_axis(ids, positions, 1)[weights > 0]
+    assert 0.75 < np.mean(at_masked == 103) < 0.85  # [MASK] for 80% of the predictions
+    assert np.mean(at_masked == labels[weights > 0]) > 0.05  # ~10% kept as they were
+    assert 0.35 < batch["next_sentence_labels"].numpy().mean() < 0.65
+    single = bk.pretraining_records(documents, encoder, mode="single", max_seq_length=32)
+    assert "next_sentence_labels" not in single.feature_lengths and "masked_lm_ids" in single.feature_lengths
+    causal = bk.pretraining_records(documents, encoder, mode="causal", max_seq_length=32)
+    blocks = next(iter(bk.batches(causal, [bk.TaskConfig(name="lm", kind="causal_lm")], batch_size=4)))
+    np.testing.assert_array_equal(blocks["token_ids"].numpy()[:, 1:], blocks["lm_labels"].numpy()[:, :-1])
+
+
+def test_train_reads_a_tf_data_dataset_of_serialized_records(vocab):
+    import tensorflow as tf
+
+    encoder = bk.WordPieceEncoder.from_file(vocab)
+    records = bk.finetuning_records("book", [bk.Example(t, l) for t, l in BOOK], encoder, 16).records
+    dataset = tf.data.Dataset.from_tensor_slices(records)
+    model = bk.Transformer(bk.TransformerConfig(vocab_size=encoder.vocab_size, hidden_size=16, num_layers=1,
+                                                num_heads=2, intermediate_size=32, max_positions=32))
+    history = bk.train(model, [bk.TaskConfig(name="book", num_classes=2)], dataset, steps=2, batch_size=8)
+    assert history.steps == [2] and history.model.tasks[0].num_classes == 2
+    with pytest.raises(bk.DataError, match=r"tf.data:data\[0\]: a tf.data.Dataset has no record count"):
+        bk.train(model, [bk.TaskConfig(name="book", num_classes=2)], dataset, epochs=1, batch_size=8)
+    with pytest.raises(bk.DataError, match="a tf.data.Dataset of serialized tf.train.Example records"):
+        bk.train(model, [bk.TaskConfig(name="book", num_classes=2)], tf.data.Dataset.range(3), steps=2)

@@ -41,7 +41,7 @@ class Source:
     feature_lengths: dict[str, int]
     manifest: dict | None
     folder: str
-    records: list[bytes] | None = None  # serialized records held in memory (then files is empty)
+    records: list[bytes] | tf.data.Dataset | None = None  # serialized records in memory (then files is empty)
 
     @property
     def where(self) -> str:
@@ -165,31 +165,44 @@ def inspect_source(spec: str) -> Source:
     return Source(spec, files, compression, kind, lengths, manifest, folder)
 
 
-def memory_source(name: str, records: Sequence[bytes], manifest: dict) -> Source:
-    """Records held in memory as a source (the Python API's in-memory examples): checked and parsed exactly as
-    a record folder's, so the same examples give the same batches. ``manifest`` as a record folder's
-    (``task``, ``labels``, ``encoder``)."""
-    if not records:
+def memory_source(name: str, records: Sequence[bytes] | tf.data.Dataset, manifest: dict) -> Source:
+    """Records held in memory as a source (the Python API's in-memory examples), or a ``tf.data.Dataset`` of
+    serialized records: checked and parsed exactly as a record folder's, so the same examples give the same
+    batches. ``manifest`` as a record folder's (``task``, ``labels``, ``encoder``)."""
+    if isinstance(records, tf.data.Dataset):
+        if records.element_spec != tf.TensorSpec([], tf.string):
+            raise DataError(f"{name}: a tf.data.Dataset of serialized tf.train.Example records (scalar strings) is "
+                            f"expected, got elements {records.element_spec}")
+        first = next(iter(records.take(1)), None)
+        first = None if first is None else first.numpy()
+        counted = {}
+    else:
+        records = list(records)
+        first = records[0] if records else None
+        counted = {"records": len(records)}
+    if first is None:
         raise DataError(f"{name}: no records")
     try:
-        example = tf.train.Example.FromString(records[0])
+        example = tf.train.Example.FromString(first)
     except Exception as err:  # noqa: BLE001 - protobuf raises DecodeError
         raise DataError(f"{name}: the first record is not a tf.train.Example ({err})") from None
     lengths = _lengths(example)
-    return Source(name, [], "", _kind(lengths, name), lengths, {**manifest, "records": len(records)}, "", list(records))
+    return Source(name, [], "", _kind(lengths, name), lengths, {**manifest, **counted}, "", records)
 
 
 def count_records(source: Source) -> int:
     """The source's records: its manifest's count, else every shard read once."""
     recorded = (source.manifest or {}).get("records")
+    if recorded is None and isinstance(source.records, tf.data.Dataset):
+        raise DataError(f"{source.spec}: a tf.data.Dataset has no record count: give steps rather than epochs")
     return int(recorded) if recorded is not None else sum(verify_shards(source).values())
 
 
 def verify_shards(source: Source) -> dict[str, int]:
     """Reads every record of every shard once; -> records per file. Corrupt files are errors naming them,
     and so are counts that disagree with the manifest."""
-    if source.records is not None:
-        return {source.spec: len(source.records)}
+    if source.records is not None:  # in memory: nothing on disk to check (a dataset is read as it trains)
+        return {source.spec: len(source.records)} if isinstance(source.records, list) else {}
     counts = {}
     expected = (source.manifest or {}).get("shards", {})
     manifest_path = fileio.join(source.folder, features.MANIFEST_FILE) if source.manifest is not None else None
@@ -275,7 +288,9 @@ def _parse(serialized, source: Source, layout: Layout):
 
 
 def _records(source: Source, index: int, seed: int, shuffle_buffer: int, training: bool) -> tf.data.Dataset:
-    if source.records is not None:
+    if isinstance(source.records, tf.data.Dataset):
+        records = source.records
+    elif source.records is not None:
         records = tf.data.Dataset.from_tensor_slices(tf.constant(source.records, tf.string))
     else:
         files = tf.data.Dataset.from_tensor_slices(source.files)
