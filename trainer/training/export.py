@@ -4,7 +4,8 @@ The SavedModel holds the encoder's in-graph tokenizer (tensorflow-text ops), so 
 and gets each served head's answer: ``serving_default(text)`` and ``text_pair(text, text_b)`` return token
 ids, the padding mask, ``pooled_output`` (BERT), and per classification task ``<task>_probabilities``,
 ``<task>_label_id`` and ``<task>_label`` (the label string when a label vocabulary is known); token tasks
-answer per position. LM heads are training heads and are not served.
+answer per position, over the request's padded length (its longest text rounded up to 16 tokens, at most the
+trained length). LM heads are training heads and are not served.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from trainer import features, fileio
 from trainer.model.saving import save_model
 from trainer.tasks.model import build_model, rebuild_backbone, transfer_weights
 from trainer.training.config import TrainConfig
+
+
+SERVING_BUCKET = 16  # requests are padded to a multiple of this (a few shapes, for compiled serving)
 
 
 class ServingModule(tf.Module):
@@ -36,11 +40,16 @@ class ServingModule(tf.Module):
                                                         tf.constant(task.label_names)), default_value="")
 
     def _encode(self, segments):
+        """Packed like the training records (``[start] a [end] (b [end])``, trimmed to ``seq_length``), and
+        padded to the request's longest input rounded up to :data:`SERVING_BUCKET`, not to ``seq_length``:
+        real traffic is short, and the padded positions change no output at the real ones."""
         pieces = [tf.cast(self.tokenizer(s), tf.int64) for s in segments]
         trimmed = tf_text.RoundRobinTrimmer(self.seq_length - 1 - len(pieces)).trim(pieces)
         ids, segment_ids = tf_text.combine_segments(trimmed, self.start_id, self.end_id)
-        ids, mask = tf_text.pad_model_inputs(ids, self.seq_length)
-        segment_ids, _ = tf_text.pad_model_inputs(segment_ids, self.seq_length)
+        longest = tf.reduce_max(tf.concat([ids.row_lengths(), [1]], 0))
+        length = tf.minimum(-(-longest // SERVING_BUCKET) * SERVING_BUCKET, self.seq_length)
+        ids, mask = tf_text.pad_model_inputs(ids, length)
+        segment_ids, _ = tf_text.pad_model_inputs(segment_ids, length)
         return tf.cast(ids, tf.int32), tf.cast(mask, tf.int32), tf.cast(segment_ids, tf.int32)
 
     def _run(self, segments):
