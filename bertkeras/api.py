@@ -63,6 +63,8 @@ class History(keras.callbacks.History):
 
 
 def _task_configs(tasks: Iterable) -> tuple[TaskConfig, ...]:
+    if isinstance(tasks, (TaskConfig, Task, Mapping)):
+        tasks = [tasks]
     out = []
     for i, task in enumerate(tasks):
         if isinstance(task, Task):
@@ -86,6 +88,8 @@ def _sources(data, tasks: Sequence[TaskConfig], encoder: TextEncoder | None, max
         data = [data]
     by_name = {t.name: t for t in tasks}
     names, in_memory = [], {}
+    labels = {**_labels_of([i for i in data if isinstance(i, (str, os.PathLike))],
+                           {i.spec: i for i in data if isinstance(i, Source)}, tasks), **labels}
     for item in data:
         if isinstance(item, Mapping):
             for name, examples in item.items():
@@ -152,60 +156,71 @@ def _refuse_other_run(config: TrainConfig) -> None:
                             f"move it aside and start again, or another output_dir.")
 
 
-def train(model: keras.Model | None, tasks: Iterable, data, eval_data=None, *, encoder: TextEncoder | None = None,
+def train(model: keras.Model | None, tasks: Iterable, data, eval_data=None, *, encoder: TextEncoder | str | None = None,
           output_dir: str | None = None, steps: int = 0, epochs: float = 0.0, batch_size: int = 32,
           learning_rate: float = 1e-4, warmup_steps: int = 0, max_seq_length: int = 128,
           train_weights: Sequence[float] = (), callbacks: Sequence[keras.callbacks.Callback] = (),
           resume: bool = False, overwrite: bool = False, export: bool | None = None, log_every: int = 50,
-          seed: int = 0, attention_mask: Callable | None = None, **config) -> History:
-    """Trains ``model`` (a backbone honouring the contract of :mod:`trainer.model.backbone`, or a model with a
-    ``backbone`` such as :func:`load_checkpoint` and :func:`load_model` return) on ``tasks`` and returns a
-    :class:`History` whose ``model`` has the backbone and one head per task; the backbone is trained in place.
+          seed: int = 0, attention_mask: Callable | None = None, data_config: Mapping | None = None,
+          **config) -> History:
+    """Trains ``model`` on ``tasks`` and returns a :class:`History` whose ``model`` has the backbone and one head
+    per task. ``model``: a backbone honouring the contract of :mod:`trainer.model.backbone` (trained in place),
+    or a model with a ``backbone`` such as :func:`load_checkpoint` and :func:`load_model` return (its backbone is
+    trained in place, and its heads start the heads of the same names and shapes).
 
     ``data`` / ``eval_data``: record folders or globs (the Beam steps' output), records made in memory
     (:func:`bertkeras.finetuning_records`, :func:`bertkeras.pretraining_records`), ``tf.data.Dataset`` s of
     serialized records (their tasks need ``num_classes``), ``{task name: examples}`` packed here with
-    ``encoder``, or a list mixing them. ``steps`` or ``epochs`` (over all training records)
-    say how long; ``train_weights`` sample the sources. ``callbacks``: Keras callbacks, called with each
-    progress record (``on_train_batch_end`` every ``log_every`` steps) and at the start and end.
-    ``attention_mask``: the seed's explicit mask, a function of a batch (``token_ids``, ``padding_mask``,
-    ``segment_ids``; tensors) giving [batch, query, key] 0/1, applied with the padding mask in training and
-    evaluation (pass the same function to :class:`Predictor`; the exported SavedModel applies padding only).
+    ``encoder`` (with the label vocabulary of the task's other sources), or a list mixing them. ``steps`` or
+    ``epochs`` (over all training records) say how long; ``train_weights`` sample the sources;
+    ``data_config``: other :class:`DataConfig` fields (``shuffle_buffer``, ``dynamic_masking``, ...).
 
-    ``output_dir`` (default: a new temporary folder) gets checkpoints, ``metrics.json`` and, when ``export``
-    (default: when ``output_dir`` is given), the exported model. A folder that holds another run is refused,
-    naming what differs, unless ``resume=True`` (continue it) or ``overwrite=True`` (move it aside). Any other
-    :class:`TrainConfig` field can be given as a keyword (``optimizer={...}``, ``runtime={...}``)."""
-    from trainer.tasks.model import backbone_of  # noqa: PLC0415
+    ``callbacks``: Keras callbacks; each ``log_every`` steps is an epoch to them (``on_epoch_end`` gets the
+    logged losses, ``loss`` the weighted total), so ``EarlyStopping(monitor="loss")`` stops the run there (it is
+    then evaluated and exported as at its end). ``attention_mask``: the seed's explicit mask, a function of a
+    batch (``token_ids``, ``padding_mask``, ``segment_ids``; tensors) giving [batch, query, key] 0/1, applied with
+    the padding mask in training and evaluation (pass it to :class:`Predictor` too; the exported SavedModel
+    applies padding only).
+
+    ``output_dir`` (default: a new temporary folder, left in place: ``history.output_dir``) gets checkpoints,
+    ``metrics.json`` and, when ``export`` (default: when ``output_dir`` is given), the exported model. A folder
+    that holds a run is refused, naming what differs, unless ``resume=True`` (continue it) or ``overwrite=True``
+    (move it aside). Other :class:`TrainConfig` fields can be given as keywords (``optimizer={...}``,
+    ``runtime={...}``, ``init_from=...``)."""
+    from trainer.text.factory import load_encoder  # noqa: PLC0415
     from trainer.training.loop import fit  # noqa: PLC0415
 
     if resume and overwrite:
         raise ConfigError("resume and overwrite: give one of them")
     if not steps and not epochs:
         raise ConfigError("steps or epochs: say how long to train")
+    if isinstance(encoder, (str, os.PathLike)):
+        encoder = load_encoder(os.fspath(encoder))
     task_configs = _task_configs(tasks)
     train_names, in_memory = _sources(data, task_configs, encoder, max_seq_length, "data", {})
-    labels = {s.manifest["task"]: s.manifest["labels"] for s in in_memory.values() if (s.manifest or {}).get("labels")}
+    labels = _labels_of(train_names, in_memory, task_configs)
     eval_names, eval_memory = _sources(eval_data, task_configs, encoder, max_seq_length, "eval_data", labels)
     if not train_names:
         raise ConfigError("data: no training data")
     given_dir = output_dir is not None
     output_dir = os.fspath(output_dir) if given_dir else tempfile.mkdtemp(prefix="bertkeras-run-")
-    encoder_dir = ""
-    if encoder is not None:
-        encoder_dir = fileio.join(output_dir, features.ENCODER_DIR)
-    backbone = None
+    encoder_dir = fileio.join(output_dir, features.ENCODER_DIR) if encoder is not None else ""
+    base = backbone = None
     if model is not None:
-        backbone = model if getattr(model, "backbone", None) is None else backbone_of(model)
-    optimizer = {"learning_rate": learning_rate, "warmup_steps": warmup_steps, **config.pop("optimizer", {})}
+        if getattr(model, "backbone", None) is not None:
+            base, backbone = model, model.backbone
+        else:
+            backbone = model
     try:
         train_config = TrainConfig(
             output_dir=output_dir, on_existing="override" if resume else "resume",
             encoder_dir=encoder_dir, tasks=task_configs, steps=steps or 1, epochs=epochs,
-            data=DataConfig.from_dict({"train": train_names, "eval": eval_names, "global_batch_size": batch_size,
-                                       "train_weights": list(train_weights), **config.pop("data", {})}, "data"),
-            optimizer=OptimizerConfig.from_dict(optimizer, "optimizer"),
-            runtime=RuntimeConfig.from_dict(config.pop("runtime", {}), "runtime"),
+            data=DataConfig.from_dict({**dict(data_config or {}), "train": train_names, "eval": eval_names,
+                                       "global_batch_size": batch_size, "train_weights": list(train_weights)},
+                                      "data_config"),
+            optimizer=_section(OptimizerConfig, config.pop("optimizer", {}),
+                               {"learning_rate": learning_rate, "warmup_steps": warmup_steps}),
+            runtime=_section(RuntimeConfig, config.pop("runtime", {}), {}),
             export=given_dir if export is None else export, log_every=log_every,
             checkpoint_every=config.pop("checkpoint_every", max(steps, 1000)), seed=seed, **config)
     except TypeError as err:
@@ -213,22 +228,73 @@ def train(model: keras.Model | None, tasks: Iterable, data, eval_data=None, *, e
     if model is None and not train_config.init_from:
         raise ConfigError("model: give the model to train (bertkeras.Transformer(...), load_checkpoint(...)[0]), "
                           "or init_from=<model folder>")
-    if overwrite and fileio.exists(output_dir):
-        from trainer.training.runs import move_aside  # noqa: PLC0415
-
-        move_aside(output_dir)  # before the encoder is written into the new run's folder
+    if overwrite:
+        _move_aside_a_run(train_config)  # before the encoder is written into the new run's folder
     elif not resume:
         _refuse_other_run(train_config)
     if encoder is not None:
         encoder.save(encoder_dir)
     callback_list = keras.callbacks.CallbackList(list(callbacks))
+    epoch, models = [0], []
+
+    def progress(record: dict, trained: keras.Model) -> bool:
+        if not models:  # the callbacks see the model once it is built
+            models.append(trained)
+            callback_list.set_model(trained)
+            trained.stop_training = False
+        logs = {("loss" if k == "loss/loss" else k): v for k, v in record.items() if k != "step"}
+        callback_list.on_train_batch_end(record["step"], logs)
+        callback_list.on_epoch_end(epoch[0], logs)
+        epoch[0] += 1
+        callback_list.on_epoch_begin(epoch[0])
+        return bool(getattr(trained, "stop_training", False))
+
     callback_list.on_train_begin()
-    metrics, trained = fit(train_config, backbone, {**in_memory, **eval_memory},
-                           progress=lambda record: callback_list.on_train_batch_end(record["step"], record),
-                           attention_mask=attention_mask)
+    callback_list.on_epoch_begin(0)
+    metrics, trained = fit(train_config, backbone, {**in_memory, **eval_memory}, progress=progress,
+                           attention_mask=attention_mask, base=base)
+    if trained is None:  # the run in output_dir was already complete: its export is the model
+        export_dir = fileio.join(output_dir, features.EXPORT_DIR)
+        if not fileio.exists(fileio.join(export_dir, features.MODEL_FILE)):
+            raise TrainingError(f"{output_dir}: the run is already complete (step {metrics.get('step')}) and has no "
+                                f"export to return: raise steps to train longer, or overwrite=True to start again")
+        trained = load_model(export_dir)
     history = History(metrics, trained, output_dir)
     callback_list.on_train_end(metrics.get("eval", {}))
     return history
+
+
+def _section(cls, given, defaults: dict):
+    """A nested config from a mapping or an instance, over the keyword defaults."""
+    if isinstance(given, cls):
+        return given
+    if not isinstance(given, Mapping):
+        raise ConfigError(f"{cls.__name__}: a mapping of its fields or a {cls.__name__}, got {given!r}")
+    return cls.from_dict({**defaults, **given}, cls.__name__)
+
+
+def _labels_of(names: list[str], in_memory: Mapping[str, Source], tasks: Sequence[TaskConfig]) -> dict[str, list[str]]:
+    """Each task's label vocabulary from its sources (in memory or record folders): examples given as Python
+    objects are packed with it, so a label id means one label everywhere."""
+    from trainer.tasks.base import label_names  # noqa: PLC0415
+
+    places = [in_memory[n].label_place if n in in_memory else n for n in names]
+    found = {}
+    for task in tasks:
+        try:
+            labels = label_names(task.name, [p for p in places if isinstance(p, dict) or os.path.isdir(p)])
+        except OSError:
+            labels = None
+        if labels:
+            found[task.name] = labels
+    return found
+
+
+def _move_aside_a_run(config: TrainConfig) -> None:
+    from trainer.training.runs import existing_run, move_aside  # noqa: PLC0415
+
+    if existing_run(dataclasses.replace(config, on_existing="fresh")).action == "fresh":
+        move_aside(config.output_dir)
 
 
 class Predictor:
@@ -237,7 +303,7 @@ class Predictor:
     longest, not to ``max_seq_length``. Token tasks answer per word (the text split on whitespace) and per
     sub-word."""
 
-    def __init__(self, model: keras.Model | str, encoder: TextEncoder | str | None = None, max_seq_length: int = 128,
+    def __init__(self, model: keras.Model | str, encoder: TextEncoder | str | None = None, max_seq_length: int = 0,
                  batch_size: int = 32, attention_mask: Callable | None = None):
         from trainer.text.factory import load_encoder  # noqa: PLC0415
 
@@ -247,9 +313,13 @@ class Predictor:
             encoder = encoder or (fileio.join(folder, features.ENCODER_DIR) if not folder.endswith(".keras") else None)
         if encoder is None:
             raise ConfigError("Predictor: needs the encoder (the model folder's encoder/ or an encoder object)")
+        if not hasattr(model, "tasks"):
+            raise ConfigError(f"Predictor: {getattr(model, 'name', model)!r} has no task heads: give a trained model "
+                              f"(History.model, bertkeras.load_model)")
         self.model = model
         self.encoder = load_encoder(encoder) if isinstance(encoder, str) else encoder
-        self.max_seq_length = max_seq_length
+        longest = getattr(model.backbone, "max_sequence_length", None)
+        self.max_seq_length = min(filter(None, (max_seq_length, longest))) if (max_seq_length or longest) else 512
         self.batch_size = batch_size
         self.attention_mask = attention_mask
         self.tasks = [t for t in model.tasks if t.served and t.has_examples]
@@ -259,6 +329,7 @@ class Predictor:
         task ``{task: [(word, tag), ...], task_subwords: [(sub-word, tag), ...]}``."""
         if isinstance(texts, str):
             raise ConfigError("predict: give a list of texts")
+        texts, text_b = list(texts), (None if text_b is None else list(text_b))
         if text_b is not None and len(text_b) != len(texts):
             raise ConfigError(f"predict: {len(texts)} texts but {len(text_b)} text_b")
         results: list[dict] = [{} for _ in texts]
@@ -281,7 +352,7 @@ class Predictor:
                 outputs = self.model(inputs, training=False)
                 for task in tasks:
                     probabilities = keras.ops.convert_to_numpy(keras.ops.softmax(outputs[task.name], axis=-1))
-                    for offset, row in enumerate(batch):
+                    for offset, row in enumerate(batch):  # tasks of one class pack alike: the lead's rows serve
                         results[first + offset].update(task.answer(probabilities[offset], row, examples[first + offset],
                                                                    self.encoder.id_to_token))
         return results

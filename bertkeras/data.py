@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 from collections.abc import Iterable, Sequence
 
 from components.preprocessing import instances
@@ -53,11 +54,22 @@ def _name(kind: str, task: str, records: list[bytes]) -> str:
     return f"memory:{kind}:{task}:{digest.hexdigest()[:12]}"
 
 
+def _encoder(encoder: TextEncoder | str) -> TextEncoder:
+    """An encoder object, or one loaded from its folder (``encoder.json`` and assets)."""
+    if isinstance(encoder, TextEncoder):
+        return encoder
+    if isinstance(encoder, (str, os.PathLike)):
+        from trainer.text.factory import load_encoder  # noqa: PLC0415
+
+        return load_encoder(os.fspath(encoder))
+    raise DataError(f"encoder: a text encoder (bertkeras.WordPieceEncoder.from_file(...), ...) or its folder, got {encoder!r}")
+
+
 def _encoder_manifest(encoder: TextEncoder) -> dict:
     return {"kind": encoder.kind, "fingerprint": encoder.fingerprint, "vocab_size": encoder.vocab_size}
 
 
-def finetuning_records(task: TaskConfig | str, examples: Iterable, encoder: TextEncoder, max_seq_length: int = 128,
+def finetuning_records(task: TaskConfig | str, examples: Iterable, encoder: TextEncoder | str, max_seq_length: int = 128,
                        labels: Sequence[str] | None = None, kind: str = "sentence") -> Source:
     """Labelled examples of one sentence or token task -> its records, in memory.
 
@@ -66,6 +78,9 @@ def finetuning_records(task: TaskConfig | str, examples: Iterable, encoder: Text
     evaluation records). An example whose label is not in it, or whose tags do not match its words, is an
     error naming the example."""
     config = task if isinstance(task, TaskConfig) else TaskConfig(name=task, kind=kind)
+    encoder = _encoder(encoder)
+    if isinstance(labels, str):
+        raise DataError(f"{config.name}: labels must be a list of label names, got the string {labels!r}")
     task_object = make_task(config)
     if not task_object.has_examples:
         raise DataError(f"{config.name}: {config.kind} tasks have no labelled examples (pretraining_records makes "
@@ -98,7 +113,7 @@ class _Document:
     lines: tuple[str, ...]
 
 
-def pretraining_records(documents: Iterable[Sequence[str]], encoder: TextEncoder, mode: str = "pair",
+def pretraining_records(documents: Iterable[Sequence[str]], encoder: TextEncoder | str, mode: str = "pair",
                         max_seq_length: int = 128, max_predictions_per_seq: int = 20, masked_lm_prob: float = 0.15,
                         dupe_factor: int = 1, short_seq_prob: float = 0.1, whole_word_masking: bool = False,
                         seed: int = 12345) -> Source:
@@ -106,6 +121,7 @@ def pretraining_records(documents: Iterable[Sequence[str]], encoder: TextEncoder
     Beam step runs it: ``pair`` (masked LM + next sentence; a random next segment comes from another document,
     label 1), ``single`` (masked LM only) or ``causal`` (GPT blocks). 80/10/10 masking of ``masked_lm_prob``
     of the tokens, at most ``max_predictions_per_seq`` per instance."""
+    encoder = _encoder(encoder)
     config = PretrainingDataConfig(  # the Beam step's settings (its files, encoder and runner have no use here)
         mode=mode, max_seq_length=max_seq_length, max_predictions_per_seq=max_predictions_per_seq,
         masked_lm_prob=masked_lm_prob, dupe_factor=dupe_factor, short_seq_prob=short_seq_prob,

@@ -245,3 +245,77 @@ def test_train_reads_a_tf_data_dataset_of_serialized_records(vocab):
         bk.train(model, [bk.TaskConfig(name="book", num_classes=2)], dataset, epochs=1, batch_size=8)
     with pytest.raises(bk.DataError, match="a tf.data.Dataset of serialized tf.train.Example records"):
         bk.train(model, [bk.TaskConfig(name="book", num_classes=2)], tf.data.Dataset.range(3), steps=2)
+
+
+def _tiny(encoder, positions=32):
+    return bk.Transformer(bk.TransformerConfig(vocab_size=encoder.vocab_size, hidden_size=16, num_layers=1,
+                                               num_heads=2, intermediate_size=32, max_positions=positions))
+
+
+def test_one_label_vocabulary_per_task_across_sources(vocab):
+    encoder = bk.WordPieceEncoder.from_file(vocab)
+    three = BOOK + [("Thus saith the LORD of hosts.", "prophet")] * 4
+    train_records = bk.finetuning_records("book", three, encoder, 16)
+    held_out = [(t, l) for t, l in three if l != "law"]  # lacks a label: packed with the training vocabulary
+    history = bk.train(_tiny(encoder), bk.TaskConfig(name="book"), train_records, {"book": held_out},
+                       encoder=encoder, steps=2, batch_size=8, max_seq_length=16)
+    assert history.eval["book"]["labels"] == ["gospel", "law", "prophet"]
+    assert history.eval["book"]["weight"] == len(held_out)
+    other = bk.finetuning_records("book", BOOK, encoder, 16)  # its own vocabulary: [gospel, law]
+    with pytest.raises(bk.DataError, match=r"the labels of task 'book' are \['gospel', 'law'\], but the model's are "
+                                           r"\['gospel', 'law', 'prophet'\]"):
+        bk.train(_tiny(encoder), bk.TaskConfig(name="book"), [train_records, other], steps=2, batch_size=8)
+
+
+def test_heads_of_a_given_model_and_early_stopping_and_reuse(vocab, tmp_path):
+    import keras
+
+    encoder = bk.WordPieceEncoder.from_file(vocab)
+    tasks = [bk.TaskConfig(name="case", kind="token")]
+    first = bk.train(_tiny(encoder), tasks, {"case": CASE}, encoder=encoder, steps=4, batch_size=8, max_seq_length=16,
+                     learning_rate=1e-2, output_dir=str(tmp_path / "a"))
+    head = first.model.get_layer("case").get_weights()[0]
+    again = bk.train(first.model, tasks, {"case": CASE}, encoder=encoder, steps=1, batch_size=8, max_seq_length=16,
+                     learning_rate=1e-9)
+    np.testing.assert_allclose(again.model.get_layer("case").get_weights()[0], head, atol=1e-6)  # started from it
+    reused = bk.train(_tiny(encoder), tasks, {"case": CASE}, encoder=encoder, steps=4, batch_size=8,
+                      max_seq_length=16, learning_rate=1e-2, output_dir=str(tmp_path / "a"), resume=True)
+    assert reused.metrics["already_complete"] and reused.model.tasks[0].name == "case"  # the run's export
+    stop = keras.callbacks.EarlyStopping(monitor="loss", patience=0, min_delta=100.0)  # never improves enough
+    stopped = bk.train(_tiny(encoder), tasks, {"case": CASE}, encoder=encoder, steps=40, batch_size=8,
+                       max_seq_length=16, log_every=10, callbacks=[stop])
+    assert stopped.metrics["stopped_early"] and stopped.steps == [10, 20] and stopped.metrics["step"] == 20
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "notes.txt").write_text("mine")
+    bk.train(_tiny(encoder), tasks, {"case": CASE}, encoder=encoder, steps=1, batch_size=8, max_seq_length=16,
+             output_dir=str(tmp_path / "notes"), overwrite=True, export=False)
+    assert (tmp_path / "notes" / "notes.txt").read_text() == "mine"  # no run there: nothing moved aside
+
+
+def test_predictor_tags_every_word_and_fits_the_model(vocab):
+    encoder = bk.WordPieceEncoder.from_file(vocab)
+    tasks = [bk.TaskConfig(name="case", kind="token"), bk.TaskConfig(name="cap", kind="token")]
+    history = bk.train(_tiny(encoder, positions=16), tasks, {"case": CASE, "cap": CASE}, encoder=encoder, steps=1,
+                       batch_size=8, max_seq_length=16)
+    long_text = " ".join(["jesus \u00ad wept"] * 10)  # a soft hyphen has no pieces; 30 words do not fit in 16
+    answer = bk.Predictor(history.model, encoder).predict(iter([long_text]))[0]
+    words = long_text.split()
+    assert [w for w, _ in answer["case"]] == words and [w for w, _ in answer["cap"]] == words
+    tags = dict(enumerate(t for _, t in answer["case"]))
+    assert tags[1] is None and tags[0] in ("CAP", "O") and tags[2] in ("CAP", "O")  # no pieces: no tag, no shift
+    assert tags[len(words) - 1] is None  # cut off by the model's 16 positions
+    with pytest.raises(bk.ConfigError, match="has no task heads"):
+        bk.Predictor(history.model.backbone, encoder)
+    with pytest.raises(ValueError, match=r"inputs \['padding_mask'\] are required"):
+        history.model({"token_ids": np.ones((1, 4), "int32")})
+
+
+def test_a_run_on_in_memory_data_says_so_when_its_data_is_needed_again(vocab, tmp_path):
+    from trainer.training.config import EvaluateConfig
+    from trainer.training.runs import evaluate_run
+
+    encoder = bk.WordPieceEncoder.from_file(vocab)
+    bk.train(_tiny(encoder), bk.TaskConfig(name="book"), {"book": BOOK}, {"book": BOOK[:8]}, encoder=encoder, steps=1,
+             batch_size=8, max_seq_length=16, output_dir=str(tmp_path / "run"))
+    with pytest.raises(bk.DataError, match=r"memory:finetuning:book:\w+: this run read data held in memory"):
+        evaluate_run(EvaluateConfig(model_dir=str(tmp_path / "run" / "export"), baselines=False))

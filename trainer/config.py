@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import json
 import math
+import numbers
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -257,6 +258,8 @@ def _coerce(hint: Any, value: Any, name: str, source: str) -> Any:
     if isinstance(base, type) and issubclass(base, Config):
         if isinstance(value, base):
             return value
+        if isinstance(value, numbers.Real) and not isinstance(value, (bool, int, float)):
+            value = float(value)  # numpy floats too
         if not isinstance(value, Mapping) and (scalar := base.from_scalar(value)) is not None:
             return scalar
         return base.from_dict(value, source=source, prefix=name + ".")
@@ -282,6 +285,8 @@ def _coerce(hint: Any, value: Any, name: str, source: str) -> Any:
             return value.lower() in ("true", "yes", "1")
         raise ConfigError(f"{source}: field {name!r} must be true or false, got {value!r}")
     if base is int:
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            value = int(value)  # numpy integers too
         if isinstance(value, bool) or not isinstance(value, (int, str)):
             raise ConfigError(f"{source}: field {name!r} must be an integer, got {value!r}")
         try:

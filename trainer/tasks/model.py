@@ -78,6 +78,9 @@ class TaskModel(keras.Model):
         if not isinstance(inputs, dict):
             return inputs
         # arrays become tensors: Keras refuses a call mixing them with the defaults' tensors
+        missing = [name for name in (features.TOKEN_IDS, features.PADDING_MASK) if name not in inputs]
+        if missing:
+            raise ValueError(f"model {self.name!r}: inputs {missing} are required (given: {sorted(inputs)})")
         complete = {k: keras.ops.convert_to_tensor(v) if isinstance(v, (np.ndarray, list)) else v for k, v in inputs.items()}
         for name, (_, _, optional) in BACKBONE_INPUTS.items():
             if optional:

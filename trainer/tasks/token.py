@@ -9,6 +9,9 @@ from trainer.tasks.baselines import lookup_predictions
 from trainer.tasks.metrics import is_bio, macro_f1, span_f1
 
 
+WORD_STARTS = "word_starts"  # packed rows only (not a record feature): each word's first sub-word position
+
+
 class TokenClassification(ClassificationTask):
     kind = "token"
     has_label_names = True
@@ -18,21 +21,24 @@ class TokenClassification(ClassificationTask):
     def pack(self, start: int, end: int, word_pieces: list[list[int]], labels: list[int],
              max_seq_length: int) -> tuple[dict, bool]:
         """``[start] pieces... [end]``: each word's label on its first sub-word (weight 1), 0 elsewhere; words
-        with no pieces are skipped and words that do not fit are dropped; -> (record row, whether truncated)."""
+        with no pieces are skipped and words that do not fit are dropped; -> (record row, whether truncated).
+        The row also says where each word starts (``word_starts``, not written to records)."""
         ids, row_labels, weights = [start], [0], [0.0]
         truncated = False
-        for label, pieces in zip(labels, word_pieces):
+        firsts = [None] * len(word_pieces)  # each word's first sub-word (None: no pieces, or cut off)
+        for word, (label, pieces) in enumerate(zip(labels, word_pieces)):
             if not pieces:
                 continue
             if len(ids) + len(pieces) > max_seq_length - 1:
                 truncated = True
                 break
+            firsts[word] = len(ids)
             ids.extend(pieces)
             row_labels.extend([label] + [0] * (len(pieces) - 1))
             weights.extend([1.0] + [0.0] * (len(pieces) - 1))
         ids.append(end)
         return {features.INPUT_IDS: ids, features.SEGMENT_IDS: [0] * len(ids), self.labels_key(): row_labels + [0],
-                self.weights_key(): weights + [0.0]}, truncated
+                self.weights_key(): weights + [0.0], WORD_STARTS: firsts}, truncated
 
     def example(self, text, label, text_b=None) -> tuple:
         if isinstance(text, str) or isinstance(label, str) or text_b is not None:
@@ -70,15 +76,12 @@ class TokenClassification(ClassificationTask):
                 yield index, row, truncated
 
     def answer(self, probabilities, row, example, token_text) -> dict:
-        """A tag per word (read on its first sub-word, as trained) and per sub-word."""
-        import numpy as np  # noqa: PLC0415
-
+        """A tag per word (read on its first sub-word, as trained; None for a word without pieces or cut off
+        by the length) and per sub-word."""
         names = self.label_names or [str(i) for i in range(self.num_classes)]
         tags = [names[int(i)] for i in probabilities.argmax(-1)]
-        firsts = np.flatnonzero(np.asarray(row[self.weights_key()]) > 0)
-        ids = row[features.INPUT_IDS]
-        return {self.name: [(word, tags[i]) for word, i in zip(example[0], firsts)],
-                f"{self.name}_subwords": [(token_text(t), tags[i]) for i, t in enumerate(ids)]}
+        return {self.name: [(word, None if i is None else tags[i]) for word, i in zip(example[0], row[WORD_STARTS])],
+                f"{self.name}_subwords": [(token_text(t), tags[i]) for i, t in enumerate(row[features.INPUT_IDS])]}
 
     def record_features(self, layout) -> dict[str, int]:
         return {self.labels_key(): layout.seq_length, self.weights_key(): layout.seq_length}

@@ -130,8 +130,14 @@ def _kind(lengths: dict[str, int], where: str) -> str:
     raise DataError(f"{where}: unknown record schema with features {sorted(lengths)}")
 
 
+MEMORY_PREFIXES = ("memory:", "tf.data:")  # names of sources the Python API held in memory
+
+
 def inspect_source(spec: str) -> Source:
     """Finds the shards of a source and reads its first record (features and their lengths)."""
+    if spec.startswith(MEMORY_PREFIXES):
+        raise DataError(f"{spec}: this run read data held in memory (the Python API), which is not on disk: give "
+                        f"the data again (bertkeras.train / evaluate with it), or record folders")
     manifest = manifest_path = None
     if _isdir(spec):
         folder = spec.rstrip("/")
@@ -255,6 +261,14 @@ def check_sources(
             raise DataError(f"{source.folder}/{features.MANIFEST_FILE}: encoder vocabulary of {encoder['vocab_size']} "
                             f"tokens exceeds the model's vocab_size {vocab_size}")
     layout = Layout(seq_length, n_predictions, tuple(tasks), masking)
+    for task in tasks:  # a label id means one label everywhere: every source's vocabulary must be the task's
+        for source in sources:
+            manifest = source.manifest or {}
+            if (task.label_names and manifest.get("task") == task.name and manifest.get("labels")
+                    and list(manifest["labels"]) != list(task.label_names)):
+                raise DataError(f"{source.where}: the labels of task {task.name!r} are {manifest['labels']}, but "
+                                f"the model's are {task.label_names} (make every source with the same label "
+                                f"vocabulary: label_vocabulary= in the Beam step, labels= in the Python API)")
     unfed = [task for task in tasks if not any([task.feeds(s, layout) for s in sources])]  # lists: every source checked
     for task in unfed if every_task or len(unfed) == len(tasks) else ():
         raise DataError(f"{role}: no source has the features of task {task.name!r} ({task.kind}): needs "

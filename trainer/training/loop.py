@@ -98,12 +98,16 @@ def train(config: TrainConfig, backbone: keras.Model | None = None,
 
 
 def fit(config: TrainConfig, backbone: keras.Model | None = None,
-        in_memory: Mapping[str, data_lib.Source] = MappingProxyType({}), progress: Callable[[dict], None] | None = None,
-        attention_mask: Callable | None = None) -> tuple[dict, keras.Model | None]:
+        in_memory: Mapping[str, data_lib.Source] = MappingProxyType({}),
+        progress: Callable[[dict, keras.Model], bool | None] | None = None,
+        attention_mask: Callable | None = None, base: keras.Model | None = None) -> tuple[dict, keras.Model | None]:
     """:func:`train`, also returning the trained model (None when the run was already complete).
-    ``attention_mask``: a function of a batch (``token_ids``, ``padding_mask``, ``segment_ids``, ...) giving the
-    explicit [batch, query, key] mask training and evaluation apply with the padding mask (the export serves
-    with the padding mask only)."""
+    ``progress(record, model)``: called every ``log_every`` steps; a true answer stops the run there (it is
+    checkpointed, evaluated and exported as at its end; ``stopped_early`` says so). ``attention_mask``: a
+    function of a batch (``token_ids``, ``padding_mask``, ``segment_ids``, ...) giving the explicit [batch,
+    query, key] mask training and evaluation apply with the padding mask (the export serves with the padding
+    mask only). ``base``: a model whose weights (heads included) start the run where paths and shapes agree,
+    as ``init_from``'s."""
     config = steps_from_epochs(config.validate(), in_memory)
     existing = existing_run(config)
     if existing.action == "complete":
@@ -111,7 +115,7 @@ def fit(config: TrainConfig, backbone: keras.Model | None = None,
                     "are left as they are. Raise steps to train longer, run `export` to export it again, or set "
                     "on_existing=fresh to start a new run", config.output_dir, existing.checkpoint_step, config.steps)
         return {**existing.previous_metrics, "already_complete": True}, None
-    run = _set_up(config, backbone, existing, in_memory, attention_mask)
+    run = _set_up(config, backbone, existing, in_memory, attention_mask, base)
     result = _train_steps(run, progress)
     earlier = (existing.previous_metrics or {}).get("history", [])
     result["history"] = [h for h in earlier if h.get("step", 0) <= run.start_step] + result["history"]
@@ -144,7 +148,8 @@ def steps_from_epochs(config: TrainConfig, in_memory: Mapping[str, data_lib.Sour
 
 
 def _set_up(config: TrainConfig, backbone: keras.Model | None, existing: ExistingRun,
-            in_memory: Mapping[str, data_lib.Source], attention_mask: Callable | None = None) -> _Run:
+            in_memory: Mapping[str, data_lib.Source], attention_mask: Callable | None = None,
+            base: keras.Model | None = None) -> _Run:
     """Strategy and precision, the old run moved aside or its config kept (``on_existing``; the chief), the
     encoder, the base model, every source checked (evaluation sources too, before the first step), the model
     and optimizer, and the restored checkpoint if there is one."""
@@ -162,7 +167,8 @@ def _set_up(config: TrainConfig, backbone: keras.Model | None, existing: Existin
     policy = precision_policy(config.runtime, kind)
     keras.mixed_precision.set_global_policy(policy)
     encoder = encoder_of(config.encoder_dir, config.init_from)
-    base = load_base_model(config.init_from) if config.init_from else None
+    if base is None and config.init_from:
+        base = load_base_model(config.init_from)
     replicas = strategy.num_replicas_in_sync
     if config.data.global_batch_size % replicas:
         raise TrainingError(f"data.global_batch_size: {config.data.global_batch_size} is not divisible by the "
@@ -238,7 +244,7 @@ def _train_steps(run: _Run, progress: Callable[[dict], None] | None = None) -> d
 
     writer = tf.summary.create_file_writer(fileio.join(config.output_dir, "logs")) if run.chief else None
     global_batch = config.data.global_batch_size
-    history, step, preempted = [], run.start_step, False
+    history, step, preempted, stopped_early = [], run.start_step, False, False
     next_checkpoint = (step // config.checkpoint_every + 1) * config.checkpoint_every
     next_log = (step // config.log_every + 1) * config.log_every
     started, last_time, last_step = time.time(), time.time(), step
@@ -253,16 +259,19 @@ def _train_steps(run: _Run, progress: Callable[[dict], None] | None = None) -> d
                 history.append(record)
                 if run.chief:
                     _report_progress(writer, record, config.steps)
-                if progress is not None:
-                    progress(record)
+                if progress is not None and progress(record, run.model):
+                    stopped_early = True
                 last_time, last_step = now, step
                 next_log = (step // config.log_every + 1) * config.log_every
             stop = preemption.requested if run.kind != "multi_worker" else any_worker(strategy, preemption.requested)
-            if step >= next_checkpoint or step == config.steps or stop:
+            if step >= next_checkpoint or step == config.steps or stop or stopped_early:
                 run.manager.save(checkpoint_number=step)
                 next_checkpoint = (step // config.checkpoint_every + 1) * config.checkpoint_every
             if stop and step < config.steps:
                 preempted = True
+                break
+            if stopped_early:
+                log.info("stopped early at step %d (asked by a callback)", step)
                 break
     if writer is not None:
         writer.flush()
@@ -270,6 +279,7 @@ def _train_steps(run: _Run, progress: Callable[[dict], None] | None = None) -> d
         shutil.rmtree(run.manager.directory, ignore_errors=True)
     return {
         "step": step, "steps": config.steps, "resumed_from_step": run.start_step, "preempted": preempted,
+        **({"stopped_early": True} if stopped_early else {}),
         "strategy": run.kind, "replicas": strategy.num_replicas_in_sync, "precision": run.policy,
         "global_batch_size": global_batch,
         "examples_per_second": round((step - run.start_step) * global_batch / max(time.time() - started, 1e-9), 2),
