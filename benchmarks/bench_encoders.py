@@ -27,6 +27,7 @@ import corpora  # noqa: E402
 from trainer.text.bpe import GPT1Encoder, GPT2Encoder  # noqa: E402
 from trainer.text.sentencepiece_encoder import SentencePieceEncoder  # noqa: E402
 from trainer.text.wordpiece import WordPieceEncoder  # noqa: E402
+from results import record  # noqa: E402 - benchmarks/results.py (the scripts run from benchmarks/)
 
 
 def batches(lines, size):
@@ -109,7 +110,9 @@ def main() -> None:
         print(f"  {name:42s} {n / median:10,.0f} lines/s {mb / median:7.2f} MB/s")
     ratios = [a / b for a, b in zip(results["tf-text FastBertTokenizer (ceiling)"], results["wordpiece in-graph (ragged tensor)"])]
     print(f"  ratio ours / FastBertTokenizer (per interleaved run, median): {statistics.median(ratios):.2f}x")
-    print(json.dumps({"ratio_vs_fast_bert": statistics.median(ratios), **summary}))
+    figures = {"ratio_vs_fast_bert": statistics.median(ratios), **summary}
+    print(json.dumps(figures))
+    print("appended to", record("encoders", figures))
 
 
 if __name__ == "__main__":

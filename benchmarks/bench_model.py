@@ -25,6 +25,7 @@ import tensorflow as tf  # noqa: E402
 
 from trainer.model.backbone import Transformer  # noqa: E402
 from trainer.model.config import TransformerConfig  # noqa: E402
+from results import record  # noqa: E402 - benchmarks/results.py (the scripts run from benchmarks/)
 
 MINILM = TransformerConfig(
     vocab_size=30522, hidden_size=384, num_layers=6, num_heads=12, intermediate_size=1536, max_positions=512,
@@ -105,7 +106,9 @@ def main() -> None:
               f"{s['max_pair_ratio']:.2f}x, {s['pairs_at_least_1']} of {s['pairs']} >= 1), ratio of medians "
               f"{s['ratio_of_medians']:.3f}x, of fastest runs {s['ratio_of_fastest']:.3f}x")
     seconds = {name: [round(t, 4) for t in v] for name, v in times.items()}  # raw rounds, for later analysis
-    print(json.dumps({"sequences_per_s": rate, "vs_keras_hub": summary, "seconds_per_round": seconds}))
+    figures = {"sequences_per_s": rate, "vs_keras_hub": summary, "seconds_per_round": seconds}
+    print(json.dumps(figures))
+    print("appended to", record("model_forward", figures))
 
 
 if __name__ == "__main__":

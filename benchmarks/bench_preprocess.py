@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from results import record  # noqa: E402 - benchmarks/results.py (the scripts run from benchmarks/)
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -104,7 +105,9 @@ def main() -> None:
     print(f"  steady-state rate: {steady:.0f} instances/s (Google ~745; target >= 7,450)")
     print(f"  4x wall vs Google's 68.0 s: {results['4x']['wall_s'] / 68.0:.2f}x (target <= 0.25x)")
     print(f"  peak memory 4x / 1x: {results['4x']['peak_mib'] / results['1x']['peak_mib']:.2f} (target <= 1.2)")
-    print(json.dumps({"results": results, "steady_state_instances_per_s": steady}))
+    figures = {"results": results, "steady_state_instances_per_s": steady}
+    print(json.dumps(figures))
+    print("appended to", record("preprocess", figures))
 
 
 if __name__ == "__main__":

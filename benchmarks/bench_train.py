@@ -27,6 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from results import record  # noqa: E402 - benchmarks/results.py (the scripts run from benchmarks/)
 
 SIZES = {"mini": dict(hidden=256, layers=4, heads=4, intermediate=1024),
          "small": dict(hidden=512, layers=4, heads=8, intermediate=2048)}
@@ -133,7 +134,7 @@ def main() -> None:
     flops = training_flops(size)
     executed = training_flops(size, last_block_rows=PREDICTIONS + 1)
     med = {k: statistics.median(v) for k, v in results.items()}
-    print(json.dumps({
+    figures = {
         "size": args.size, **size, "batch": BATCH, "length": LENGTH, "predictions": PREDICTIONS,
         "examples_per_second": {k: round(v, 2) for k, v in med.items()},
         "runs": {k: [round(x, 2) for x in v] for k, v in results.items()},
@@ -147,7 +148,9 @@ def main() -> None:
         # the FLOPs each system executes: ours runs the last block at the 20 masked positions and [CLS] only
         "executed_fraction_of_peak": {"ours": round(med["ours"] * executed / peak, 3),
                                       "keras_hub": round(med["keras_hub"] * flops / peak, 3)},
-    }, indent=2))
+    }
+    print(json.dumps(figures, indent=2))
+    print("appended to", record(f"train_{args.size}", figures))
 
 
 if __name__ == "__main__":
