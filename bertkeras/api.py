@@ -123,10 +123,11 @@ def _is_dataset(item) -> bool:
 
 
 def batches(data, tasks: Iterable, batch_size: int = 32, encoder: TextEncoder | None = None,
-            max_seq_length: int = 128, training: bool = False, seed: int = 0):
+            max_seq_length: int = 128, training: bool = False, seed: int = 0, data_config: Mapping | None = None):
     """The batches :func:`train` would read from ``data`` (any of its forms), as a ``tf.data.Dataset`` of dicts:
     ``token_ids``, ``padding_mask``, ``segment_ids`` and each task's targets (zeros with weight 0 where a
-    source lacks a task). ``training``: shuffled and repeated, as in training."""
+    source lacks a task). ``training``: shuffled, repeated and (with ``data_config={"length_buckets": N}``)
+    padded per length bucket, as in training."""
     from trainer.tasks import make_tasks  # noqa: PLC0415
     from trainer.training import data as data_lib  # noqa: PLC0415
 
@@ -135,7 +136,7 @@ def batches(data, tasks: Iterable, batch_size: int = 32, encoder: TextEncoder | 
     sources = [in_memory[n] if n in in_memory else data_lib.inspect_source(n) for n in names]
     task_objects = make_tasks(task_configs, [s.label_place for s in sources])
     layout = data_lib.check_sources(sources, task_objects, None, None, None, verify=False, every_task=False)
-    config = DataConfig(train=tuple(names), seed=seed)
+    config = DataConfig.from_dict({**dict(data_config or {}), "train": names, "seed": seed}, "data_config")
     return data_lib.make_dataset(sources, layout, config, batch_size, training=training)
 
 

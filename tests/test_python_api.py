@@ -319,3 +319,16 @@ def test_a_run_on_in_memory_data_says_so_when_its_data_is_needed_again(vocab, tm
              batch_size=8, max_seq_length=16, output_dir=str(tmp_path / "run"))
     with pytest.raises(bk.DataError, match=r"memory:finetuning:book:\w+: this run read data held in memory"):
         evaluate_run(EvaluateConfig(model_dir=str(tmp_path / "run" / "export"), baselines=False))
+
+
+def test_training_with_length_buckets(vocab):
+    """Batches padded to their length bucket go through the whole loop (XLA compiles one program per shape)."""
+    encoder = bk.WordPieceEncoder.from_file(vocab)
+    tasks = [bk.TaskConfig(name="book"), bk.TaskConfig(name="case", kind="token")]
+    data = {"book": [bk.Example(t, l) for t, l in BOOK], "case": CASE}
+    shapes = {int(b["token_ids"].shape[1]) for b in bk.batches(data, tasks, 8, encoder, 32, training=True,
+                                                                data_config={"length_buckets": 4}).take(20)}
+    assert shapes and shapes <= {8, 16, 24, 32} and 32 not in shapes  # no example here is longer than 24 tokens
+    history = bk.train(_tiny(encoder), tasks, data, encoder=encoder, steps=6, batch_size=8, max_seq_length=32,
+                       log_every=3, data_config={"length_buckets": 4}, runtime={"steps_per_loop": 3})
+    assert history.steps == [3, 6] and all(np.isfinite(history.history["loss"]))

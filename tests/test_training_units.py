@@ -207,3 +207,57 @@ def test_epochs_set_the_steps_from_the_records_of_every_source(tmp_path):
     assert steps_from_epochs(TrainConfig.resolve(None, ["output_dir=o", f"data.train=[{glob}]", "steps=7"])).steps == 7
     with pytest.raises(ConfigError, match="epochs: synthetic data has no records"):
         TrainConfig.resolve(None, ["output_dir=o", "data.synthetic=true", "epochs=2"])
+
+
+def test_length_buckets_pad_each_batch_to_its_bucket_and_compute_what_the_fixed_length_batch_does():
+    """Batches padded to their bucket give the same logits at every real position and the same losses as the same
+    examples padded to the records' length (masked keys contribute nothing)."""
+    import keras
+
+    from trainer.model.backbone import Transformer
+    from trainer.model.config import TransformerConfig
+    from trainer.tasks import TaskConfig, make_task
+    from trainer.tasks.model import build_model
+    from trainer.training.config import DataConfig
+
+    n = 32
+    tasks = (make_task(TaskConfig(name="mlm", kind="masked_lm")), make_task(TaskConfig(name="topic"), 3),
+             make_task(TaskConfig(name="tags", kind="token"), 2))
+    layout = data_lib.Layout(n, 4, tasks)
+    rng = np.random.default_rng(0)
+    examples = []
+    for length in rng.integers(3, n + 1, 64):
+        ids = np.zeros(n, np.int32)
+        ids[:length] = rng.integers(5, 90, length)
+        examples.append({"token_ids": ids, "padding_mask": (np.arange(n) < length).astype(np.int32),
+                         "segment_ids": np.zeros(n, np.int32), "masked_positions": rng.integers(1, length, 4).astype(np.int32),
+                         "mlm_labels": rng.integers(5, 90, 4).astype(np.int32), "mlm_weights": np.ones(4, np.float32),
+                         "topic_labels": np.int32(rng.integers(0, 3)), "topic_weights": np.float32(1),
+                         "topic_index": np.int32(0), "tags_labels": rng.integers(0, 2, n).astype(np.int32),
+                         "tags_weights": (np.arange(n) < length).astype(np.float32)})
+    dataset = tf.data.Dataset.from_tensor_slices({k: np.stack([e[k] for e in examples]) for k in examples[0]})
+    assert data_lib.bucket_lengths(32, 4) == [8, 16, 24, 32] and data_lib.bucket_lengths(128, 4) == [32, 64, 96, 128]
+    batches = list(data_lib.bucketed(dataset, layout, 4, 8))
+    seen = 0
+    keras.utils.set_random_seed(0)
+    model = build_model(Transformer(TransformerConfig(vocab_size=100, hidden_size=16, num_layers=2, num_heads=2,
+                                                      intermediate_size=32, max_positions=64)), tasks)
+    for batch in batches:
+        width = batch["token_ids"].shape[1]
+        real = batch["padding_mask"].numpy().sum(axis=1)
+        assert width in (8, 16, 24, 32) and real.max() <= width and real.min() > width - 8  # one bucket per batch
+        full = {k: tf.pad(v, [[0, 0], [0, n - width]]) if v.shape.rank == 2 and v.shape[1] == width and k != "masked_positions"
+                else v for k, v in batch.items()}
+        short_out = model(data_lib.model_inputs(batch, layout), training=False)
+        full_out = model(data_lib.model_inputs(full, layout), training=False)
+        np.testing.assert_allclose(short_out["topic"], full_out["topic"], atol=1e-5)
+        np.testing.assert_allclose(short_out["mlm"], full_out["mlm"], atol=1e-5)
+        np.testing.assert_allclose(short_out["tags"], full_out["tags"][:, :width], atol=1e-5)
+        for task in tasks:
+            sums = task.weight_sum(batch)
+            assert float(task.loss(short_out[task.name], batch, sums)) == pytest.approx(
+                float(task.loss(full_out[task.name], full, sums)), abs=1e-5)
+        seen += len(real)
+    assert 32 <= seen <= 64  # a bucket's last partial batch is dropped, as the fixed-length path drops its remainder
+    with pytest.raises(ConfigError, match="length_buckets: must be >= 0"):
+        DataConfig(train=("x",), length_buckets=-1).validate()

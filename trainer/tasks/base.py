@@ -144,6 +144,11 @@ class Task:
                                 f"task {self.name!r} ({self.kind}) needs {length}")
         return True
 
+    def position_features(self) -> tuple[str, ...]:
+        """The example features this task adds that run along the sequence (one value per position): batches
+        padded to their own length trim and pad them with the inputs."""
+        return ()
+
     def parse(self, record: dict, example: dict, source, layout) -> None:
         """Adds this task's targets (and inputs) to ``example`` from one parsed ``record`` of ``source``;
         zeros with weight 0 where the source lacks them, so mixed sources batch together."""

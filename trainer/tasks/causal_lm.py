@@ -23,6 +23,9 @@ class CausalLM(Task):
     def feeds(self, source, layout) -> bool:
         return source.kind == features.CAUSAL_RECORDS
 
+    def position_features(self) -> tuple[str, ...]:
+        return self.labels_key(), self.weights_key()
+
     def parse(self, record, example, source, layout) -> None:
         import tensorflow as tf  # noqa: PLC0415
 

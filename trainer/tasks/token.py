@@ -86,6 +86,9 @@ class TokenClassification(ClassificationTask):
     def record_features(self, layout) -> dict[str, int]:
         return {self.labels_key(): layout.seq_length, self.weights_key(): layout.seq_length}
 
+    def position_features(self) -> tuple[str, ...]:
+        return self.labels_key(), self.weights_key()
+
     def parse(self, record, example, source, layout) -> None:
         import tensorflow as tf  # noqa: PLC0415
 

@@ -47,6 +47,11 @@ class DataConfig(Config):
     synthetic_seq_length: int = option(128, "synthetic: tokens per example")
     synthetic_predictions: int = option(20, "synthetic: masked positions per example")
     global_batch_size: int = option(32, "examples per step over all replicas (static: the remainder is dropped)")
+    length_buckets: int = option(
+        0, "training batches padded to the data, not the records' length: N buckets at N evenly spaced lengths up to "
+        "the records' (e.g. 4 at 128: 32, 64, 96, 128); each batch holds examples of one bucket, padded to its "
+        "length (a few shapes, each compiled once). 0: every batch at the records' length. A resumed run continues "
+        "the input at the same example, but the batches it forms differ from an uninterrupted run's")
     shuffle_buffer: int = option(10000, "records in the shuffle buffer")
     seed: int = option(0, "seed of shuffling, sampling and synthetic data; the input order is a function of it")
     verify_records: bool = option(True, "before training, read every shard once: catches corrupt files early")
@@ -66,6 +71,8 @@ class DataConfig(Config):
             errors.append(f"global_batch_size: must be >= 1, got {self.global_batch_size}")
         if self.shuffle_buffer < 1:
             errors.append(f"shuffle_buffer: must be >= 1, got {self.shuffle_buffer}")
+        if self.length_buckets < 0:
+            errors.append(f"length_buckets: must be >= 0, got {self.length_buckets}")
         return errors
 
 

@@ -343,7 +343,30 @@ def make_dataset(
         return tf.switch_case(tf.cast(index, tf.int32), [functools.partial(p, serialized) for p in parsers])
 
     examples = records.map(parse, num_parallel_calls=AUTOTUNE, deterministic=True)
+    if training and data.length_buckets:
+        return bucketed(examples, layout, data.length_buckets, batch_size).prefetch(AUTOTUNE)
     return examples.batch(batch_size, drop_remainder=training).prefetch(AUTOTUNE)
+
+
+def bucket_lengths(seq_length: int, buckets: int) -> list[int]:
+    """``buckets`` evenly spaced padded lengths up to ``seq_length`` (rounded up, distinct)."""
+    return sorted({-(-seq_length * (i + 1) // buckets) for i in range(min(buckets, seq_length))})
+
+
+def bucketed(examples: tf.data.Dataset, layout: Layout, buckets: int, batch_size: int) -> tf.data.Dataset:
+    """Batches of examples of one length bucket, padded to the bucket's length instead of the records':
+    the features along the sequence (the inputs, and what :meth:`Task.position_features` names) are cut to
+    the example's length, then padded with zeros (no token, no attention, weight 0) to the bucket's."""
+    lengths = bucket_lengths(layout.seq_length, buckets)
+    along = {TOKEN_IDS, PADDING_MASK, SEGMENT_IDS, *(n for t in layout.tasks for n in t.position_features())}
+
+    def cut(example):
+        length = tf.maximum(tf.reduce_sum(tf.cast(example[PADDING_MASK], tf.int32)), 1)
+        return {k: v[:length] if k in along else v for k, v in example.items()}
+
+    return examples.map(cut, num_parallel_calls=AUTOTUNE, deterministic=True).bucket_by_sequence_length(
+        lambda example: tf.shape(example[TOKEN_IDS])[0], [n + 1 for n in lengths], [batch_size] * (len(lengths) + 1),
+        pad_to_bucket_boundary=True, drop_remainder=True)
 
 
 class _Draws:
