@@ -31,8 +31,8 @@ $(STAMP): requirements.lock requirements-nodeps.lock pyproject.toml
 	$(UV) pip install -q --python $(BIN)/python --no-deps -e .
 	touch $(STAMP)
 
-# The main job: raw KJV text -> converted MiniLM -> Beam records -> continued pretraining -> fine-tuning on two
-# tasks (+ a from-scratch baseline) -> evaluation report -> gate -> registered, served model. kfp.local, CPU.
+# The main job: raw KJV text -> converted MiniLM -> Beam records -> fine-tuning on two tasks -> evaluation report
+# beside the baselines (TF-IDF, per-word lookup, the registered champion) -> gate -> registered, served model.
 demo: setup
 	$(BIN)/python -m pipelines.demo --output demo_outputs
 
@@ -60,6 +60,8 @@ bench: setup
 	$(BIN)/python benchmarks/bench_train.py --size mini
 	$(BIN)/python benchmarks/bench_train.py --size small
 	$(BIN)/python benchmarks/bench_preprocess.py
+	$(BIN)/python benchmarks/bench_serving.py
+	$(BIN)/python benchmarks/bench_buckets.py
 
 # Re-resolve the pinned set after editing pyproject.toml's dependencies.
 lock:
