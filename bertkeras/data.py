@@ -65,10 +65,6 @@ def _encoder(encoder: TextEncoder | str) -> TextEncoder:
     raise DataError(f"encoder: a text encoder (bertkeras.WordPieceEncoder.from_file(...), ...) or its folder, got {encoder!r}")
 
 
-def _encoder_manifest(encoder: TextEncoder) -> dict:
-    return {"kind": encoder.kind, "fingerprint": encoder.fingerprint, "vocab_size": encoder.vocab_size}
-
-
 def finetuning_records(task: TaskConfig | str, examples: Iterable, encoder: TextEncoder | str, max_seq_length: int = 128,
                        labels: Sequence[str] | None = None, kind: str = "sentence") -> Source:
     """Labelled examples of one sentence or token task -> its records, in memory.
@@ -103,7 +99,7 @@ def finetuning_records(task: TaskConfig | str, examples: Iterable, encoder: Text
             raise DataError(f"{config.name}: example {index} ({items[index][0]!r}): {row}")
         rows.append(row)
     records = serialize_rows(task_object, rows, max_seq_length)
-    manifest = {"task": config.name, "labels": list(labels), "encoder": _encoder_manifest(encoder)}
+    manifest = {"task": config.name, "labels": list(labels), "encoder": encoder.identity()}
     return memory_source(_name("finetuning", config.name, records), records, manifest)
 
 
@@ -146,7 +142,7 @@ def pretraining_records(documents: Iterable[Sequence[str]], encoder: TextEncoder
         if columns is None:
             raise DataError("pretraining_records: the documents make no instance")
     records = serialize_examples(columns)
-    manifest = {"encoder": _encoder_manifest(encoder), "mode": mode}
+    manifest = {"encoder": encoder.identity(), "mode": mode}
     return memory_source(_name("pretraining", mode, records), records, manifest)
 
 

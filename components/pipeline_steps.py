@@ -52,7 +52,7 @@ def train_vocabulary(corpus: str, output_dir: str, config_yaml: str = "") -> dic
 
     config = _config(VocabularyConfig, config_yaml, inputs=corpus_files(corpus), output_dir=output_dir)
     encoder = train(config)
-    return {"kind": encoder.kind, "vocab_size": encoder.vocab_size, "fingerprint": encoder.fingerprint}
+    return encoder.identity()
 
 
 def preprocess_corpus(corpus: str, encoder_dir: str, output_dir: str, config_yaml: str = "",

@@ -278,7 +278,7 @@ def _run_staged(config: FinetuningDataConfig, encoder, files: list[str], staging
     manifest = {
         "format": "bertkeras_finetuning", "task": config.task, "level": config.level, "shards": shards,
         "records": total, "max_seq_length": config.max_seq_length, "labels": labels,
-        "encoder": {"kind": encoder.kind, "fingerprint": encoder.fingerprint, "vocab_size": encoder.vocab_size},
+        "encoder": encoder.identity(),
         "inputs": files, "parameters": config.to_dict(),
         "counts": {k: counters.get(k, 0) for k in ("examples", "truncated_examples", "dead_letters", "invalid_utf8_lines",
                                                    "not_text_files", "unreadable_files", "corrupt_files")},

@@ -311,6 +311,7 @@ def masked_columns(documents: Sequence[TokenizedDocument], config, spec: Masking
     its own generator, packed and masked for the batch -> Google's record columns (None: no instance).
     ``random_document(key)`` gives the draw of a random-next document other than ``key``."""
     from trainer import features  # noqa: PLC0415 - feature names only
+    from trainer.records import length_mask  # noqa: PLC0415
 
     plans: list[Plan] = []
     randomness = []
@@ -330,7 +331,7 @@ def masked_columns(documents: Sequence[TokenizedDocument], config, spec: Masking
     mask_batch(batch, spec, np.concatenate(randomness))
     columns = {
         features.INPUT_IDS: batch.tokens,
-        features.INPUT_MASK: (np.arange(config.max_seq_length) < batch.lengths[:, None]).astype(np.int64),
+        features.INPUT_MASK: length_mask(batch.lengths, config.max_seq_length),
         features.SEGMENT_IDS: batch.segment_ids,
         features.MASKED_LM_POSITIONS: batch.masked_positions,
         features.MASKED_LM_IDS: batch.masked_ids,
@@ -345,12 +346,13 @@ def causal_columns(documents: Sequence[TokenizedDocument], max_seq_length: int, 
                    ) -> dict[str, np.ndarray]:
     """GPT blocks of ``max_seq_length + 1`` tokens (inputs and next-token targets) -> record columns."""
     from trainer import features  # noqa: PLC0415
+    from trainer.records import length_mask  # noqa: PLC0415
 
     length = max_seq_length + 1
     blocks = [causal_blocks(doc, length, end_id) for doc in documents] * dupe_factor
     tokens = np.concatenate([b[0] for b in blocks])
     lengths = np.concatenate([b[1] for b in blocks])
-    return {features.INPUT_IDS: tokens, features.INPUT_MASK: (np.arange(length) < lengths[:, None]).astype(np.int64)}
+    return {features.INPUT_IDS: tokens, features.INPUT_MASK: length_mask(lengths, length)}
 
 
 def random_document_from(pool: Sequence[TokenizedDocument]):

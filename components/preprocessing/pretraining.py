@@ -298,7 +298,7 @@ def _run_staged(config: PretrainingDataConfig, encoder, files: list[str], stagin
         "max_seq_length": config.max_seq_length,
         "max_predictions_per_seq": config.max_predictions_per_seq,
         "seed": config.seed,
-        "encoder": {"kind": encoder.kind, "fingerprint": encoder.fingerprint, "vocab_size": encoder.vocab_size},
+        "encoder": encoder.identity(),
         "inputs": files,
         "parameters": config.to_dict(),
         "counts": {name: counters.get(name, 0) for name in COUNTED},

@@ -36,7 +36,7 @@ def _vocabulary(config: VocabularyConfig) -> dict:
     from components.preprocessing.vocabulary import train_vocabulary  # noqa: PLC0415
 
     encoder = train_vocabulary(config)
-    return {"output": config.output_dir, "kind": encoder.kind, "vocab_size": encoder.vocab_size, "fingerprint": encoder.fingerprint}
+    return {"output": config.output_dir, **encoder.identity()}
 
 
 STEPS = {

@@ -167,6 +167,10 @@ class TextEncoder(abc.ABC):
     def tokenize(self, text: str | bytes) -> list[str]:
         return [self.id_to_token(i) for i in self.encode(text)]
 
+    def identity(self) -> dict[str, Any]:
+        """What records and manifests say of the encoder that made them (checked against the model's)."""
+        return {"kind": self.kind, "fingerprint": self.fingerprint, "vocab_size": self.vocab_size}
+
     @property
     def fingerprint(self) -> str:
         return fingerprint_of(self.kind, self.settings(), (self.asset_files()[k] for k in sorted(self.asset_files())))
