@@ -126,8 +126,9 @@ def batches(data, tasks: Iterable, batch_size: int = 32, encoder: TextEncoder | 
             max_seq_length: int = 128, training: bool = False, seed: int = 0, data_config: Mapping | None = None):
     """The batches :func:`train` would read from ``data`` (any of its forms), as a ``tf.data.Dataset`` of dicts:
     ``token_ids``, ``padding_mask``, ``segment_ids`` and each task's targets (zeros with weight 0 where a
-    source lacks a task). ``training``: shuffled, repeated and (with ``data_config={"length_buckets": N}``)
-    padded per length bucket, as in training."""
+    source lacks a task). ``training``: shuffled, repeated and dropping the last partial batch, as in training.
+    With ``data_config={"length_buckets": N}`` each batch is padded to its length bucket, so batches come grouped
+    by length and, without ``training``, not in the data's order (as in evaluation)."""
     from trainer.tasks import make_tasks  # noqa: PLC0415
     from trainer.training import data as data_lib  # noqa: PLC0415
 

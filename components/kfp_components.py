@@ -119,10 +119,14 @@ def register(model: Input[Model], project: str, region: str, display_name: str, 
     return pipeline_steps.register_published(model.uri, model_store, project, region, display_name, serving_image)
 
 
-def find_champion(registry_dir: str, display_name: str) -> str:
-    """The currently registered model (the latest version in the local registry), or '' when there is none."""
+def find_champion(registry_dir: str, display_name: str, project: str = "", region: str = "",
+                  target: str = "local") -> str:
+    """The currently registered model (target local: the latest version in ``registry_dir``; vertex: the latest
+    model of that display name in the Vertex AI Model Registry), or '' when there is none."""
     from components import pipeline_steps
 
+    if target == "vertex":
+        return pipeline_steps.find_vertex_champion(project, region, display_name)
     return pipeline_steps.find_champion(registry_dir, display_name)
 
 

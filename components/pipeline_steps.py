@@ -337,6 +337,26 @@ def find_champion(registry_dir: str, display_name: str) -> str:
     return os.path.join(root, f"v{versions[-1]}") if versions else ""
 
 
+def find_vertex_champion(project: str, region: str, display_name: str) -> str:
+    """The model a new one is compared with, from the Vertex AI Model Registry: the export folder (in
+    ``model_store``, see :func:`publish_export`) of the latest model uploaded under ``display_name``; '' when
+    none. A model registered by other means (its artifact is not an export's ``serving/``) is an error, not a
+    silent skip: the gate would otherwise compare with nothing."""
+    from google.cloud import aiplatform  # noqa: PLC0415
+
+    aiplatform.init(project=project, location=region)
+    models = aiplatform.Model.list(filter=f'display_name="{check_model_name(display_name)}"',
+                                   order_by="create_time desc")
+    if not models:
+        return ""
+    uri = (models[0].uri or "").rstrip("/")
+    if not uri.startswith("gs://") or not uri.endswith("/" + features.SERVING_DIR):
+        raise ValueError(f"champion: the latest model named {display_name!r} ({models[0].resource_name}) has artifact "
+                         f"{uri or 'none'!r}, not a bertkeras export's gs://.../{features.SERVING_DIR}; register through "
+                         f"this pipeline, or set champion_tolerance: null")
+    return uri[: -len(features.SERVING_DIR) - 1]
+
+
 def register_local(model_dir: str, registry_dir: str, display_name: str) -> str:
     """Copies the export into ``<registry_dir>/<display_name>/v<N>/`` (N = next version); -> that folder."""
     import shutil  # noqa: PLC0415

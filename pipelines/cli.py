@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import json
+import re
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info lines are noise on a CLI
@@ -267,9 +268,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that load TensorFlow. Its native start-up writes lines to stderr before any logging setting applies:
+# CUDA probes that fail on a machine without a GPU ("Could not find cuda drivers", "failed call to cuInit") and
+# CPU feature notes. They are noise there, and users read them as errors.
+TENSORFLOW_COMMANDS = frozenset({"encoder", "convert", "preprocess", "train", "evaluate", "export"})
+START_UP_NOISE = re.compile(r"cuda|cuInit|absl::InitializeLog|cpu_feature_guard|rebuild TensorFlow with the "
+                            r"appropriate compiler flags")
+
+
+def import_tensorflow_quietly() -> None:
+    """Imports TensorFlow and lists its devices with stderr (file descriptor 2, where the native code writes)
+    captured; then writes back every captured line, except the start-up noise when no GPU was found."""
+    import tempfile  # noqa: PLC0415
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    gpus = []
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf  # noqa: PLC0415
+
+            gpus = tf.config.list_physical_devices("GPU")
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode("utf-8", "replace").splitlines(keepends=True):
+                if gpus or not START_UP_NOISE.search(line):
+                    sys.stderr.write(line)
+            sys.stderr.flush()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in TENSORFLOW_COMMANDS:
+        import_tensorflow_quietly()
     try:
         return args.run(args)
     except (ConfigError, EncoderError, CheckpointError, ValueError, TrainingError) as err:

@@ -138,7 +138,7 @@ class PipelineConfig(Config):
     thresholds: tuple[Threshold, ...] = option((), "gate: {'task.metric': minimum} (with each task's own); register runs only when all hold")
     register_target: Literal["local", "vertex"] = option("local", "local: copy into registry_dir; vertex: Vertex AI Model Registry")
     registry_dir: str = option("", "local registry folder (register_target=local)")
-    champion_tolerance: float | None = option(None, "compare with the registered model (the champion; local registry): each gated metric may be at most this much below the champion's on the same evaluation data (adds '<task.metric>_vs_champion >= -tolerance' to the gate; null: no comparison; the first run has no champion)")
+    champion_tolerance: float | None = option(None, "compare with the registered model (the champion: the latest version in registry_dir, or in the Vertex AI Model Registry under model_display_name): each gated metric may be at most this much below the champion's on the same evaluation data (adds '<task.metric>_vs_champion >= -tolerance' to the gate; null: no comparison; the first run has no champion)")
     model_store: str = option("", "register_target=vertex: gs:// folder outside the pipeline root (whose artifacts expire), e.g. gs://P-bertkeras-models/registered; the export is copied there and the Model Registry points at the copy")
     model_display_name: str = option("bertkeras-model", "display name of the registered model")
     serving_image: str = option("us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-17:latest", "Vertex serving container (Google publishes its prebuilt ones only as :latest; the version is in the name)")
@@ -198,9 +198,6 @@ class PipelineConfig(Config):
         if self.champion_tolerance is not None:
             if self.champion_tolerance < 0:
                 errors.append(f"champion_tolerance: must be >= 0, got {self.champion_tolerance}")
-            if self.register_target != "local":
-                errors.append("champion_tolerance: the champion is looked up in the local registry only (Vertex AI "
-                              "Model Registry lookup is not built yet); set it to null with register_target=vertex")
         errors.extend(self._check_thresholds())
         return errors + self._check_identities() + self._check_model_store()
 

@@ -115,7 +115,8 @@ def _finetuning_steps(c, config: PipelineConfig, init_model, encoder, tasks, fin
         baseline = {"baseline_model": scratch.outputs["model"]}
     champion = {}
     if config.champion_tolerance is not None:
-        found = c.find_champion(registry_dir=config.registry_dir, display_name=model_display_name)
+        found = c.find_champion(registry_dir=config.registry_dir, display_name=model_display_name, project=project,
+                                region=region, target=config.register_target)
         found.set_display_name("find the registered model (champion)").set_caching_options(False)
         champion = {"champion": found.output}
     evaluation = c.evaluate(model=trained.outputs["model"], thresholds=thresholds, **collected("eval"), **baseline,

@@ -64,11 +64,17 @@ class RetrainingSchedule(Config):
     start_time: str = option("", "RFC 3339 start, e.g. 2027-01-01T00:00:00Z ('' = now)")
     end_time: str = option("", "RFC 3339 end ('' = never)")
     max_runs: int = option(0, "stop after this many runs (0 = no limit)")
+    champion_tolerance: float | None = option(
+        0.02, "retraining compares with the registered model by default: the pipeline's champion_tolerance when "
+        "its config sets none (a new version is registered only if no gated metric falls more than this below the "
+        "champion's); null: as the pipeline config says")
 
     def check(self) -> list[str]:
         errors = [f"cron: {e}" for e in cron_errors(self.cron)]
         if self.max_concurrent_runs < 1:
             errors.append(f"max_concurrent_runs: must be >= 1, got {self.max_concurrent_runs}")
+        if self.champion_tolerance is not None and self.champion_tolerance < 0:
+            errors.append(f"champion_tolerance: must be >= 0 (or null), got {self.champion_tolerance}")
         for name in ("start_time", "end_time"):
             value = getattr(self, name)
             if value:
@@ -169,6 +175,8 @@ def create_schedule(pipeline_config, submit_config: SubmitConfig, schedule: Retr
                     parameters: dict | None = None, storage_client=None) -> dict:
     submit_config.validate()
     schedule.validate()
+    if pipeline_config.champion_tolerance is None and schedule.champion_tolerance is not None:
+        pipeline_config = dataclasses.replace(pipeline_config, champion_tolerance=schedule.champion_tolerance).validate()
     with tempfile.TemporaryDirectory() as tmp:
         if submit_config.target == "vertex":
             job = _vertex_job(pipeline_config, submit_config, parameters, tmp, storage_client)
@@ -178,7 +186,8 @@ def create_schedule(pipeline_config, submit_config: SubmitConfig, schedule: Retr
                 max_run_count=schedule.max_runs or None, max_concurrent_run_count=schedule.max_concurrent_runs,
                 service_account=submit_config.service_account or None, network=submit_config.network or None,
             )
-            return {"target": "vertex", "resource_name": created.resource_name}
+            return {"target": "vertex", "resource_name": created.resource_name,
+                    "champion_tolerance": pipeline_config.champion_tolerance}
         import kfp  # noqa: PLC0415
 
         client = kfp.Client(host=submit_config.host)
@@ -189,7 +198,8 @@ def create_schedule(pipeline_config, submit_config: SubmitConfig, schedule: Retr
             params=parameters or {}, start_time=schedule.start_time or None, end_time=schedule.end_time or None,
             enable_caching=submit_config.enable_caching, service_account=submit_config.service_account or None,
         )
-        return {"target": "kubeflow", "recurring_run_id": recurring.recurring_run_id}
+        return {"target": "kubeflow", "recurring_run_id": recurring.recurring_run_id,
+                "champion_tolerance": pipeline_config.champion_tolerance}
 
 
 def _kfp_cron(cron: str) -> str:

@@ -260,7 +260,9 @@ def test_vertex_submit_sends_the_template_parameters_and_service_account(vertex,
 def test_vertex_schedule_create_list_pause(vertex, gcs_emulator):
     from pipelines.submit import create_schedule, manage_schedules  # noqa: PLC0415
 
-    config = PipelineConfig.from_dict(dict(FULL, pipeline="finetuning", pretrained_model="gs://pipelines/model"))
+    config = PipelineConfig.from_dict(dict(FULL, pipeline="finetuning", pretrained_model="gs://pipelines/model",
+                                           register_target="vertex", model_store="gs://models/registered"))
+    assert config.champion_tolerance is None
     schedule = RetrainingSchedule(cron="0 3 * * 1", max_concurrent_runs=2, end_time="2027-06-01T00:00:00Z")
     result = create_schedule(config, SUBMIT, schedule, storage_client=gcs_emulator)
     assert result["resource_name"].endswith("schedules/42")
@@ -268,12 +270,51 @@ def test_vertex_schedule_create_list_pause(vertex, gcs_emulator):
     sent = request.schedule
     assert sent.cron == "0 3 * * 1" and sent.max_concurrent_run_count == 2
     assert sent.end_time.year == 2027
-    assert sent.create_pipeline_job_request.pipeline_job.service_account == SUBMIT.service_account
+    job = sent.create_pipeline_job_request.pipeline_job
+    assert job.service_account == SUBMIT.service_account
+    # A schedule retrains against the registered model by default: the pipeline looks it up in the Model
+    # Registry and gates on not falling more than 0.02 below it.
+    assert result["champion_tolerance"] == 0.02
+    spec = json.dumps(type(job).to_dict(job)["pipeline_spec"])
+    assert "find-champion" in spec and "book.accuracy_vs_champion" in spec
+    with pytest.raises(ConfigError, match="champion_tolerance: must be >= 0"):
+        RetrainingSchedule(cron="0 3 * * 1", champion_tolerance=-0.1).validate()
     listed = manage_schedules(SUBMIT, "list")
     assert listed[0]["cron"] == "0 3 * * 1" and listed[0]["state"] == "ACTIVE"
     manage_schedules(SUBMIT, "pause", "projects/test-project/locations/us-central1/schedules/42")
     assert vertex.requests[-1][0] == "pause_schedule"
     assert vertex.requests[-1][1].name.endswith("schedules/42")
+
+
+def test_vertex_champion_is_the_latest_model_of_that_name_in_the_model_registry(vertex, monkeypatch):
+    from google.cloud.aiplatform_v1.services.model_service.transports.grpc import ModelServiceGrpcTransport  # noqa: PLC0415
+    from google.cloud.aiplatform_v1.types import ListModelsResponse, Model  # noqa: PLC0415
+
+    from components.pipeline_steps import find_vertex_champion  # noqa: PLC0415
+
+    parent = "projects/test-project/locations/us-central1"
+    listed: list = []
+    requests = []
+
+    def list_models(request, timeout=None, metadata=(), **kwargs):
+        requests.append(request)
+        return ListModelsResponse(models=listed)
+
+    monkeypatch.setattr(ModelServiceGrpcTransport, "list_models", property(lambda _self: list_models))
+    assert find_vertex_champion("test-project", "us-central1", "kjv-book") == ""  # nothing registered yet
+    assert requests[-1].filter == 'display_name="kjv-book"' and requests[-1].order_by == "create_time desc"
+    listed[:] = [Model(name=f"{parent}/models/2", display_name="kjv-book",
+                       artifact_uri="gs://models/registered/kjv-book/20261203-101500-000000/serving/"),
+                 Model(name=f"{parent}/models/1", display_name="kjv-book",
+                       artifact_uri="gs://models/registered/kjv-book/20261101-101500-000000/serving")]
+    # the export folder the registry's newest entry points into (what the evaluate step loads)
+    assert find_vertex_champion("test-project", "us-central1", "kjv-book") == \
+        "gs://models/registered/kjv-book/20261203-101500-000000"
+    listed[:] = [Model(name=f"{parent}/models/3", display_name="kjv-book", artifact_uri="gs://elsewhere/saved_model")]
+    with pytest.raises(ValueError, match=r"models/3.*not a bertkeras export's gs://.../serving"):
+        find_vertex_champion("test-project", "us-central1", "kjv-book")
+    with pytest.raises(ValueError, match="model_display_name"):
+        find_vertex_champion("test-project", "us-central1", "../kjv")
 
 
 def _tiny_pretrained(tmp_path, minilm_dir) -> str:

@@ -209,18 +209,15 @@ def test_epochs_set_the_steps_from_the_records_of_every_source(tmp_path):
         TrainConfig.resolve(None, ["output_dir=o", "data.synthetic=true", "epochs=2"])
 
 
-def test_length_buckets_pad_each_batch_to_its_bucket_and_compute_what_the_fixed_length_batch_does():
-    """Batches padded to their bucket give the same logits at every real position and the same losses as the same
-    examples padded to the records' length (masked keys contribute nothing)."""
+def _varied_lengths(n: int = 32):
+    """64 examples of 3..n tokens for a masked-LM, a sentence and a token task; their layout; a tiny model."""
     import keras
 
     from trainer.model.backbone import Transformer
     from trainer.model.config import TransformerConfig
     from trainer.tasks import TaskConfig, make_task
     from trainer.tasks.model import build_model
-    from trainer.training.config import DataConfig
 
-    n = 32
     tasks = (make_task(TaskConfig(name="mlm", kind="masked_lm")), make_task(TaskConfig(name="topic"), 3),
              make_task(TaskConfig(name="tags", kind="token"), 2))
     layout = data_lib.Layout(n, 4, tasks)
@@ -236,12 +233,22 @@ def test_length_buckets_pad_each_batch_to_its_bucket_and_compute_what_the_fixed_
                          "topic_index": np.int32(0), "tags_labels": rng.integers(0, 2, n).astype(np.int32),
                          "tags_weights": (np.arange(n) < length).astype(np.float32)})
     dataset = tf.data.Dataset.from_tensor_slices({k: np.stack([e[k] for e in examples]) for k in examples[0]})
-    assert data_lib.bucket_lengths(32, 4) == [8, 16, 24, 32] and data_lib.bucket_lengths(128, 4) == [32, 64, 96, 128]
-    batches = list(data_lib.bucketed(dataset, layout, 4, 8))
-    seen = 0
     keras.utils.set_random_seed(0)
     model = build_model(Transformer(TransformerConfig(vocab_size=100, hidden_size=16, num_layers=2, num_heads=2,
                                                       intermediate_size=32, max_positions=64)), tasks)
+    return tasks, layout, dataset, model
+
+
+def test_length_buckets_pad_each_batch_to_its_bucket_and_compute_what_the_fixed_length_batch_does():
+    """Batches padded to their bucket give the same logits at every real position and the same losses as the same
+    examples padded to the records' length (masked keys contribute nothing)."""
+    from trainer.training.config import DataConfig
+
+    n = 32
+    tasks, layout, dataset, model = _varied_lengths(n)
+    assert data_lib.bucket_lengths(32, 4) == [8, 16, 24, 32] and data_lib.bucket_lengths(128, 4) == [32, 64, 96, 128]
+    batches = list(data_lib.bucketed(dataset, layout, 4, 8))
+    seen = 0
     for batch in batches:
         width = batch["token_ids"].shape[1]
         real = batch["padding_mask"].numpy().sum(axis=1)
@@ -261,3 +268,24 @@ def test_length_buckets_pad_each_batch_to_its_bucket_and_compute_what_the_fixed_
     assert 32 <= seen <= 64  # a bucket's last partial batch is dropped, as the fixed-length path drops its remainder
     with pytest.raises(ConfigError, match="length_buckets: must be >= 0"):
         DataConfig(train=("x",), length_buckets=-1).validate()
+
+
+def test_evaluation_in_length_buckets_sees_every_example_and_scores_what_the_fixed_length_pass_does():
+    from trainer.training.metrics import collect_examples, evaluate
+
+    tasks, layout, dataset, model = _varied_lengths()
+    bucketed = data_lib.bucketed(dataset, layout, 4, 8, drop_remainder=False)
+    assert len({int(b["token_ids"].shape[1]) for b in bucketed}) > 1
+    fixed, by_length = evaluate(model, dataset.batch(8), layout), evaluate(model, bucketed, layout)
+    assert by_length["examples"] == fixed["examples"] == 64
+    for task in tasks:
+        for metric, value in fixed[task.name].items():
+            if isinstance(value, float):
+                assert by_length[task.name][metric] == pytest.approx(value, abs=1e-5), (task.name, metric)
+            else:  # confusion matrices, label lists
+                assert by_length[task.name][metric] == value, (task.name, metric)
+    # The baselines' input: every example, the bucketed batches padded back to one width.
+    columns = collect_examples(bucketed)
+    assert columns["token_ids"].shape[0] == 64 and columns["tags_labels"].shape == columns["token_ids"].shape
+    assert sorted(map(tuple, columns["token_ids"].tolist())) == sorted(
+        map(tuple, collect_examples(dataset.batch(8))["token_ids"][:, :columns["token_ids"].shape[1]].tolist()))

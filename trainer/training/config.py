@@ -48,10 +48,11 @@ class DataConfig(Config):
     synthetic_predictions: int = option(20, "synthetic: masked positions per example")
     global_batch_size: int = option(32, "examples per step over all replicas (static: the remainder is dropped)")
     length_buckets: int = option(
-        0, "training batches padded to the data, not the records' length: N buckets at N evenly spaced lengths up to "
-        "the records' (e.g. 4 at 128: 32, 64, 96, 128); each batch holds examples of one bucket, padded to its "
-        "length (a few shapes, each compiled once). 0: every batch at the records' length. A resumed run continues "
-        "the input at the same example, but the batches it forms differ from an uninterrupted run's")
+        0, "training and evaluation batches padded to the data, not the records' length: N buckets at N evenly spaced "
+        "lengths up to the records' (e.g. 4 at 128: 32, 64, 96, 128); each batch holds examples of one bucket, padded "
+        "to its length (a few shapes, each compiled once); evaluation sees every example once, grouped by length. 0: "
+        "every batch at the records' length. A resumed run continues the input at the same example, but the batches "
+        "it forms differ from an uninterrupted run's")
     shuffle_buffer: int = option(10000, "records in the shuffle buffer")
     seed: int = option(0, "seed of shuffling, sampling and synthetic data; the input order is a function of it")
     verify_records: bool = option(True, "before training, read every shard once: catches corrupt files early")

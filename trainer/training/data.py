@@ -343,8 +343,8 @@ def make_dataset(
         return tf.switch_case(tf.cast(index, tf.int32), [functools.partial(p, serialized) for p in parsers])
 
     examples = records.map(parse, num_parallel_calls=AUTOTUNE, deterministic=True)
-    if training and data.length_buckets:
-        return bucketed(examples, layout, data.length_buckets, batch_size).prefetch(AUTOTUNE)
+    if data.length_buckets:  # evaluation keeps every example (and sees them grouped by length)
+        return bucketed(examples, layout, data.length_buckets, batch_size, drop_remainder=training).prefetch(AUTOTUNE)
     return examples.batch(batch_size, drop_remainder=training).prefetch(AUTOTUNE)
 
 
@@ -353,10 +353,12 @@ def bucket_lengths(seq_length: int, buckets: int) -> list[int]:
     return sorted({-(-seq_length * (i + 1) // buckets) for i in range(min(buckets, seq_length))})
 
 
-def bucketed(examples: tf.data.Dataset, layout: Layout, buckets: int, batch_size: int) -> tf.data.Dataset:
+def bucketed(examples: tf.data.Dataset, layout: Layout, buckets: int, batch_size: int,
+             drop_remainder: bool = True) -> tf.data.Dataset:
     """Batches of examples of one length bucket, padded to the bucket's length instead of the records':
     the features along the sequence (the inputs, and what :meth:`Task.position_features` names) are cut to
-    the example's length, then padded with zeros (no token, no attention, weight 0) to the bucket's."""
+    the example's length, then padded with zeros (no token, no attention, weight 0) to the bucket's. Without
+    ``drop_remainder`` (evaluation) each bucket's last, partial batch comes too, so every example is seen once."""
     lengths = bucket_lengths(layout.seq_length, buckets)
     along = {TOKEN_IDS, PADDING_MASK, SEGMENT_IDS, *(n for t in layout.tasks for n in t.position_features())}
 
@@ -366,7 +368,7 @@ def bucketed(examples: tf.data.Dataset, layout: Layout, buckets: int, batch_size
 
     return examples.map(cut, num_parallel_calls=AUTOTUNE, deterministic=True).bucket_by_sequence_length(
         lambda example: tf.shape(example[TOKEN_IDS])[0], [n + 1 for n in lengths], [batch_size] * (len(lengths) + 1),
-        pad_to_bucket_boundary=True, drop_remainder=True)
+        pad_to_bucket_boundary=True, drop_remainder=drop_remainder)
 
 
 class _Draws:

@@ -4,8 +4,9 @@ The SavedModel holds the encoder's in-graph tokenizer (tensorflow-text ops), so 
 and gets each served head's answer: ``serving_default(text)`` and ``text_pair(text, text_b)`` return token
 ids, the padding mask, ``pooled_output`` (BERT), and per classification task ``<task>_probabilities``,
 ``<task>_label_id`` and ``<task>_label`` (the label string when a label vocabulary is known); token tasks
-answer per position, over the request's padded length (its longest text rounded up to 16 tokens, at most the
-trained length). LM heads are training heads and are not served.
+answer per position, over the request's padded length (its longest text rounded up to 8 tokens, at most the
+trained length). A request runs in groups of texts of similar length (:class:`ServingModule`). LM heads are
+training heads and are not served.
 """
 
 from __future__ import annotations
@@ -20,11 +21,19 @@ from trainer.tasks.model import build_model, rebuild_backbone, transfer_weights
 from trainer.training.config import TrainConfig
 
 
-SERVING_BUCKET = 16  # requests are padded to a multiple of this (a few shapes, for compiled serving)
+SERVING_BUCKET = 8  # a group is padded to a multiple of this many tokens (a few shapes per group size)
+SERVING_GROUP = 8  # texts per forward pass: a request is sorted by length and run in groups of this many
 
 
 class ServingModule(tf.Module):
-    """Raw strings -> the model's served heads, all in-graph."""
+    """Raw strings -> the model's served heads, all in-graph.
+
+    Real traffic is short and uneven (KJV verses: 3 to 90 words), so a request is not padded to the trained
+    length, nor even to its own longest text: its texts are sorted by length and run in groups of
+    :data:`SERVING_GROUP`, each padded to its own longest text rounded up to :data:`SERVING_BUCKET`. The answers
+    come back in the request's order; per-position answers span the request's longest text (rounded up), with
+    probabilities 0, label id -1 and label "" past each text's end. Padding changes no output at the real
+    positions, so the answers equal the fixed-length path's (within float rounding)."""
 
     def __init__(self, model, tokenizer, special: dict, seq_length: int):
         super().__init__()
@@ -38,33 +47,77 @@ class ServingModule(tf.Module):
                 self.label_tables[task.name] = tf.lookup.StaticHashTable(
                     tf.lookup.KeyValueTensorInitializer(tf.range(len(task.label_names), dtype=tf.int64),
                                                         tf.constant(task.label_names)), default_value="")
+        # What one forward pass answers: name -> (dtype, shape, per position). Traced once here, so the grouped
+        # loop can collect each answer; an answer is per position when its second axis follows the length.
+        traced = tf.function(self._forward).get_concrete_function(
+            *[tf.TensorSpec([None, None], tf.int32)] * 3).structured_outputs
+        self._answers = {name: (value.dtype, value.shape, value.shape.rank >= 2 and value.shape[1] is None)
+                         for name, value in sorted(traced.items())}
 
-    def _encode(self, segments):
-        """Packed like the training records (``[start] a [end] (b [end])``, trimmed to ``seq_length``), and
-        padded to the request's longest input rounded up to :data:`SERVING_BUCKET`, not to ``seq_length``:
-        real traffic is short, and the padded positions change no output at the real ones."""
+    def _pack(self, segments):
+        """Ragged token and segment ids, packed like the training records (``[start] a [end] (b [end])``,
+        trimmed to ``seq_length``)."""
         pieces = [tf.cast(self.tokenizer(s), tf.int64) for s in segments]
         trimmed = tf_text.RoundRobinTrimmer(self.seq_length - 1 - len(pieces)).trim(pieces)
-        ids, segment_ids = tf_text.combine_segments(trimmed, self.start_id, self.end_id)
+        return tf_text.combine_segments(trimmed, self.start_id, self.end_id)
+
+    def _pad(self, ids, segment_ids):
+        """Dense int32 ids, padding mask and segment ids, padded to the longest row rounded up to
+        :data:`SERVING_BUCKET` (at most ``seq_length``)."""
         longest = tf.reduce_max(tf.concat([ids.row_lengths(), [1]], 0))
         length = tf.minimum(-(-longest // SERVING_BUCKET) * SERVING_BUCKET, self.seq_length)
         ids, mask = tf_text.pad_model_inputs(ids, length)
         segment_ids, _ = tf_text.pad_model_inputs(segment_ids, length)
         return tf.cast(ids, tf.int32), tf.cast(mask, tf.int32), tf.cast(segment_ids, tf.int32)
 
-    def _run(self, segments):
-        ids, mask, segment_ids = self._encode(segments)
+    def _forward(self, ids, mask, segment_ids):
+        """One padded group -> the served answers."""
         inputs = {features.TOKEN_IDS: ids, features.PADDING_MASK: mask, features.SEGMENT_IDS: segment_ids,
                   features.ATTENTION_MASK: None}
         for task in self.model.tasks:
             inputs.update(task.serving_inputs(ids, mask))
         outputs = self.model(inputs, training=False)
-        result = {features.TOKEN_IDS: ids, features.PADDING_MASK: mask}
+        result = {}
         if features.POOLED_OUTPUT in outputs:
             result[features.POOLED_OUTPUT] = tf.cast(outputs[features.POOLED_OUTPUT], tf.float32)
         for task in self.model.tasks:
             if task.served:
                 result.update(task.serving_outputs(outputs[task.name], self.label_tables.get(task.name)))
+        return result
+
+    def _run(self, segments):
+        ids, segment_ids = self._pack(segments)
+        request_ids, request_mask, _ = self._pad(ids, segment_ids)
+        length = tf.shape(request_ids)[1]
+        order = tf.argsort(ids.row_lengths(), stable=True)
+        count = tf.size(order)
+        groups = (count + SERVING_GROUP - 1) // SERVING_GROUP
+        arrays = {name: tf.TensorArray(dtype, size=groups, infer_shape=False)
+                  for name, (dtype, _, _) in self._answers.items()}
+
+        def group(g, arrays):
+            rows = order[g * SERVING_GROUP:tf.minimum((g + 1) * SERVING_GROUP, count)]
+            answers = self._forward(*self._pad(tf.gather(ids, rows), tf.gather(segment_ids, rows)))
+            for name, (_, _, per_position) in self._answers.items():
+                value = answers[name]
+                if per_position:  # to the request's length (each group has its own)
+                    padding = [[0, 0], [0, length - tf.shape(value)[1]]] + [[0, 0]] * (value.shape.rank - 2)
+                    value = tf.pad(value, padding)
+                arrays[name] = arrays[name].write(g, value)
+            return g + 1, arrays
+
+        _, arrays = tf.while_loop(lambda g, _: g < groups, group, (tf.constant(0), arrays))
+        back = tf.math.invert_permutation(order)  # sorted order -> the request's order
+        result = {features.TOKEN_IDS: request_ids, features.PADDING_MASK: request_mask}
+        for name, (dtype, shape, per_position) in self._answers.items():
+            value = tf.gather(arrays[name].concat(), back)
+            value.set_shape(shape)
+            if per_position:  # past each text's end: no answer
+                real = tf.reshape(tf.cast(request_mask, tf.bool), tf.concat([tf.shape(request_mask),
+                                                                               tf.ones([shape.rank - 2], tf.int32)], 0))
+                value = tf.where(real, value, tf.constant("" if dtype == tf.string else -1 if dtype.is_integer else 0,
+                                                          dtype))
+            result[name] = value
         return result
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])

@@ -33,8 +33,17 @@ def evaluate(model, dataset: tf.data.Dataset, layout: Layout, max_batches: int =
     metrics: dict = {"examples": examples}
     for task in tasks:
         if collected[task.name]:
-            metrics[task.name] = task.metrics(*(np.concatenate([c[k] for c in collected[task.name]]) for k in range(4)))
+            metrics[task.name] = task.metrics(*(concatenate([c[k] for c in collected[task.name]]) for k in range(4)))
     return metrics
+
+
+def concatenate(batches: list[np.ndarray]) -> np.ndarray:
+    """One array from batches; batches padded to different lengths (length buckets) are first padded with
+    zeros (no token, weight 0) to the longest along the sequence axis."""
+    if batches[0].ndim >= 2:
+        width = max(b.shape[1] for b in batches)
+        batches = [np.pad(b, [(0, 0), (0, width - b.shape[1])] + [(0, 0)] * (b.ndim - 2)) for b in batches]
+    return np.concatenate(batches)
 
 
 def collect_examples(dataset: tf.data.Dataset, max_examples: int = 0, max_batches: int = 0) -> dict[str, np.ndarray]:
@@ -50,4 +59,4 @@ def collect_examples(dataset: tf.data.Dataset, max_examples: int = 0, max_batche
         for name, values in batch.items():
             columns.setdefault(name, []).append(values.numpy()[:keep])
         taken += keep
-    return {name: np.concatenate(values) for name, values in columns.items()}
+    return {name: concatenate(values) for name, values in columns.items()}
