@@ -165,12 +165,38 @@ def _tiny_step(compile_update: bool, overrides=()):
     keras.utils.set_random_seed(0)
     layout = data_lib.Layout(16, 3, tuple(make_task(t) for t in config.tasks))
     model, _ = build_training_model(config, layout.tasks, Transformer(config.model), None)
-    optimizer = optimizer_lib.make_optimizer(config, "float32")
+    optimizer = optimizer_lib.make_optimizer(config, "float32", model.trainable_variables)
     optimizer.build(model.trainable_variables)
     batches = iter(data_lib.synthetic_dataset(layout, config.model.vocab_size, 0, 4, 0, 1, 0))
     step = make_step(model, optimizer, config, layout, "float32", compile_update)
     run = tf.function(lambda n: [step(next(batches)) for _ in range(n)])
     return model, run
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["keras apply", "compiled update"])
+def test_layer_decay_gives_each_encoder_layer_its_learning_rate(compiled):
+    """From the same weights and batch, one Adam step with layer_decay 0.5 moves each weight by its layer's factor
+    times what it moves without: the top layer and the heads 1, each layer below half the one above, the
+    embeddings below the first layer."""
+    moves = []
+    for decay in (1.0, 0.5):
+        model, run = _tiny_step(compiled, ["model.num_layers=3", f"optimizer.layer_decay={decay}",
+                                           "optimizer.weight_decay=0", "optimizer.learning_rate=1e-3"])
+        before = [v.numpy() for v in model.trainable_variables]
+        run(1)
+        moves.append({v.path: v.numpy() - b for v, b in zip(model.trainable_variables, before)})
+    full, decayed = moves
+    expected = {"layer_2/": 1.0, "layer_1/": 0.5, "layer_0/": 0.25, "token_embedding/": 0.125,
+                "embeddings_layer_norm/": 0.125, "pooler/": 1.0, "masked_lm": 1.0}
+    for part, factor in expected.items():
+        paths = [p for p in full if part in p]
+        assert paths, (part, sorted(full))
+        for path in paths:
+            # atol: float32 rounding of a weight near 0.02 (one ulp is 1.9e-9)
+            np.testing.assert_allclose(decayed[path], factor * full[path], rtol=1e-3, atol=4e-9, err_msg=path)
+    assert max(np.abs(full[p]).max() for p in full if "layer_0/" in p) > 1e-4  # the weights did move
+    with pytest.raises(ConfigError, match=r"layer_decay: must be in \(0, 1\]"):
+        TrainConfig.resolve(None, ["output_dir=o", "data.synthetic=true", "optimizer.layer_decay=0"])
 
 
 def test_compiled_update_equals_keras_apply_and_embedding_gradients_are_dense():

@@ -90,6 +90,10 @@ class OptimizerConfig(Config):
     beta_2: float = option(0.999, "Adam beta 2")
     epsilon: float = option(1e-6, "Adam epsilon")
     clip_norm: float = option(1.0, "clip the all-reduced gradients to this global norm (0: no clipping)")
+    layer_decay: float = option(1.0, "layer-wise learning-rate decay for fine-tuning: the top encoder layer and the "
+                                     "heads learn at learning_rate, each layer below at layer_decay times the one "
+                                     "above, the embeddings below the first layer (1.0: off; for backbones with "
+                                     "layer_<i> variables)")
 
     def check(self) -> list[str]:
         errors = []
@@ -99,6 +103,8 @@ class OptimizerConfig(Config):
             errors.append(f"warmup_steps: must be >= 0, got {self.warmup_steps}")
         if self.clip_norm < 0:
             errors.append(f"clip_norm: must be >= 0, got {self.clip_norm}")
+        if not 0 < self.layer_decay <= 1:
+            errors.append(f"layer_decay: must be in (0, 1], got {self.layer_decay}")
         return errors
 
 

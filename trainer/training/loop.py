@@ -188,7 +188,7 @@ def _set_up(config: TrainConfig, backbone: keras.Model | None, existing: Existin
                     eval_inputs, layout=dataclasses.replace(eval_inputs.layout, attention_mask=attention_mask))
         model, init_report = build_training_model(config, inputs.tasks, backbone, base)
         init_report = {**existing_report, **init_report}
-        optimizer = make_optimizer(config, policy)
+        optimizer = make_optimizer(config, policy, model.trainable_variables)
         optimizer.build(model.trainable_variables)
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
     checkpoint_dir = fileio.join(config.output_dir, features.CHECKPOINT_DIR)

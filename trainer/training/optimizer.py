@@ -1,7 +1,11 @@
 """BERT's optimizer recipe: AdamW (or LAMB for large batches) with linear warm-up then linear decay, no weight
-decay on biases and layer norms; gradients arrive all-reduced (the loop reduces once, then clips)."""
+decay on biases and layer norms, optional layer-wise learning-rate decay; gradients arrive all-reduced (the loop
+reduces once, then clips)."""
 
 from __future__ import annotations
+
+import re
+from typing import Iterable
 
 import keras
 
@@ -30,23 +34,61 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
         return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps, "end": self.end}
 
 
+LAYER = re.compile(r"(?:^|/)layer_(\d+)/")
+EMBEDDINGS = re.compile(r"(?:^|/)(token_embedding|position_embedding|segment_embedding|embeddings_layer_norm)/")
+
+
+def layer_scales(paths: Iterable[str], decay: float) -> dict[str, float]:
+    """Layer-wise learning-rate decay: {variable path: factor} for the encoder's variables. The top layer
+    (``layer_<L-1>``) learns at the full rate, each layer below at ``decay`` times the one above, the embeddings
+    at ``decay ** L``; the heads and the pooler at the full rate (absent from the map). Empty when the backbone
+    has no ``layer_<i>`` variables (a backbone of one's own) or ``decay`` is 1."""
+    paths = list(paths)
+    depths = [int(m.group(1)) for p in paths if (m := LAYER.search(p))]
+    if decay == 1.0 or not depths:
+        return {}
+    layers = max(depths) + 1
+    scales = {}
+    for path in paths:
+        if m := LAYER.search(path):
+            scales[path] = decay ** (layers - 1 - int(m.group(1)))
+        elif EMBEDDINGS.search(path):
+            scales[path] = decay ** layers
+    return scales
+
+
 def _no_reduce(optimizer_class):
-    """The Keras optimizer, told that gradients arrive already all-reduced (we reduce once, then clip)."""
+    """The Keras optimizer, told that gradients arrive already all-reduced (we reduce once, then clip), with a
+    learning-rate factor per variable (``lr_scales``, by variable path; layer-wise decay)."""
 
     class PreReduced(optimizer_class):
+        lr_scales: dict[str, float] = {}
+
+        def build(self, variables):
+            super().build(variables)
+            # by the optimizer's variable index: the backend's update step sees the backend variables, not paths
+            self._lr_factors = [self.lr_scales.get(v.path) for v in variables]
+
         def _all_reduce_sum_gradients(self, grads_and_vars):
             return grads_and_vars
+
+        def update_step(self, gradient, variable, learning_rate):
+            factor = self._lr_factors[self._get_variable_index(variable)] if self.lr_scales else None
+            return super().update_step(gradient, variable, learning_rate if factor is None else learning_rate * factor)
 
     PreReduced.__name__ = optimizer_class.__name__
     return PreReduced
 
 
-def make_optimizer(config: TrainConfig, policy: str):
+def make_optimizer(config: TrainConfig, policy: str, variables: Iterable = ()):
+    """The configured optimizer for ``variables`` (the model's trainable ones: their paths place the layer-wise
+    decay)."""
     opt = config.optimizer
     schedule = WarmupLinearDecay(opt.learning_rate, opt.warmup_steps, config.steps, opt.end_learning_rate)
     cls = _no_reduce(keras.optimizers.Lamb if opt.name == "lamb" else keras.optimizers.AdamW)
     kwargs = {"learning_rate": schedule, "beta_1": opt.beta_1, "beta_2": opt.beta_2, "epsilon": opt.epsilon}
     optimizer = cls(weight_decay=opt.weight_decay, **kwargs) if opt.name == "adamw" else cls(**kwargs)
+    optimizer.lr_scales = layer_scales((v.path for v in variables), opt.layer_decay)
     if opt.name == "adamw" and opt.weight_decay:
         optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
     if policy == "mixed_float16":
