@@ -332,3 +332,27 @@ def test_training_with_length_buckets(vocab):
     history = bk.train(_tiny(encoder), tasks, data, encoder=encoder, steps=6, batch_size=8, max_seq_length=32,
                        log_every=3, data_config={"length_buckets": 4}, runtime={"steps_per_loop": 3})
     assert history.steps == [3, 6] and all(np.isfinite(history.history["loss"]))
+
+
+def test_saved_model_of_sentence_tasks_answers_as_the_model_does(vocab, tmp_path):
+    """With sentence heads only, the SavedModel runs the last block at [CLS] only (and groups the request by
+    length): its probabilities equal the trained model's on the same texts padded to the trained length."""
+    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow_text  # noqa: F401, PLC0415 - the SavedModel's tokenizer ops
+
+    encoder = bk.WordPieceEncoder.from_file(vocab)
+    model = bk.Transformer(bk.TransformerConfig(vocab_size=encoder.vocab_size, hidden_size=16, num_layers=2,
+                                                num_heads=2, intermediate_size=32, max_positions=32))
+    history = bk.train(model, bk.TaskConfig(name="book"), {"book": BOOK}, encoder=encoder, steps=4, batch_size=8,
+                       max_seq_length=32, output_dir=str(tmp_path / "run"), export=True)
+    texts = [text for text, _ in BOOK[:5]] * 2 + ["Amen."]
+    served = tf.saved_model.load(str(tmp_path / "run" / "export" / "serving")).signatures["serving_default"](
+        text=tf.constant(texts))
+    ids = np.zeros((len(texts), 32), np.int32)
+    for row, text in enumerate(texts):
+        tokens = [101, *encoder.encode(text)[:30], 102]
+        ids[row, :len(tokens)] = tokens
+    logits = history.model.predict({"token_ids": ids, "padding_mask": (ids > 0).astype(np.int32)}, verbose=0)["book"]
+    np.testing.assert_allclose(served["book_probabilities"].numpy(), tf.nn.softmax(logits).numpy(), atol=1e-5)
+    assert [v.decode() for v in served["book_label"].numpy()[:2]] == [
+        history.model.tasks[0].label_names[i] for i in np.argmax(logits[:2], axis=-1)]

@@ -130,13 +130,15 @@ class ServingModule(tf.Module):
         return self._run([text, text_b])
 
 
-def serving_copy(model) -> keras.Model:
-    """The trained model in float32 (the training policy may be mixed) with the full last block (training may
-    have run it at the heads' positions only): the same backbone class and tasks, the trained weights."""
+def serving_copy(model, last_block_at_read_positions: bool = False) -> keras.Model:
+    """The trained model in float32 (the training policy may be mixed): the same backbone class and tasks, the
+    trained weights. With the full last block (training may have run it at the heads' positions only), unless
+    ``last_block_at_read_positions``: then, where every task reads a few positions (sentence tasks), the last
+    block runs only there, with the same numbers (the raw-string SavedModel's copy)."""
     policy = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy("float32")
     try:
-        copy = build_model(rebuild_backbone(model.backbone), model.tasks)
+        copy = build_model(rebuild_backbone(model.backbone), model.tasks, last_block_at_read_positions)
         _, fresh = transfer_weights(model, copy)
         if fresh:  # pragma: no cover - the same backbone class and tasks made both
             raise RuntimeError(f"export: weights {fresh} of the serving model have no trained values")
@@ -177,7 +179,8 @@ def _write_export(folder: str, serving_model, tasks, config: TrainConfig, layout
     encoder.save(fileio.join(folder, features.ENCODER_DIR))
     special = {"start": encoder.special.id("start"), "end": encoder.special.id("end")}
     seq_length = config.max_seq_length or layout.seq_length
-    module = ServingModule(serving_model, encoder.tf_tokenizer(), special, seq_length)
+    module = ServingModule(serving_copy(serving_model, last_block_at_read_positions=True), encoder.tf_tokenizer(),
+                           special, seq_length)
     signatures = {"serving_default": module.serve.get_concrete_function(),
                   "text_pair": module.serve_pair.get_concrete_function()}
     tf.saved_model.save(module, fileio.join(folder, features.SERVING_DIR), signatures=signatures)
