@@ -8,6 +8,8 @@ DEBIAN_PACKAGES := bible-kjv bible-kjv-text iso-codes
 STAMP := $(VENV)/.installed
 
 INFRA_VENV := .venv-infra
+# Google's create_pretraining_data.py + tokenization.py (not part of this project), run side by side when present
+GOOGLE_BERT ?= ../shared/anchors/google-bert
 
 .PHONY: setup demo test infra-check bench lock docs clean
 
@@ -59,9 +61,10 @@ bench: setup
 	$(BIN)/python benchmarks/bench_model.py
 	$(BIN)/python benchmarks/bench_train.py --size mini
 	$(BIN)/python benchmarks/bench_train.py --size small
-	$(BIN)/python benchmarks/bench_preprocess.py
+	$(BIN)/python benchmarks/bench_preprocess.py --corpus_scale 50 $(if $(wildcard $(GOOGLE_BERT)/create_pretraining_data.py),--google $(GOOGLE_BERT))
 	$(BIN)/python benchmarks/bench_serving.py
 	$(BIN)/python benchmarks/bench_buckets.py
+	$(BIN)/python benchmarks/bench_cli.py
 
 # Re-resolve the pinned set after editing pyproject.toml's dependencies.
 lock:

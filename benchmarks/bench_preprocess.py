@@ -77,7 +77,9 @@ def run_ours(corpus: str, out: str, vocab: str, workers: int) -> dict:
         sys.executable, "-m", "components.preprocessing", "pretraining", "--inputs", corpus, "--output_dir", out,
         "--encoder.vocab_file", vocab, "--num_workers", str(workers),
     ])
-    summary = json.loads(output.strip().splitlines()[-1])
+    summary = next((json.loads(line) for line in reversed(output.splitlines()) if line.startswith('{"')), None)
+    if not summary or "records" not in summary:
+        raise RuntimeError(f"our preprocessing printed no summary:\n{output[-2000:]}")
     return {"wall_s": wall, "instances": summary["records"], "peak_mib": peak}
 
 

@@ -353,7 +353,7 @@ def find_vertex_champion(project: str, region: str, display_name: str) -> str:
     if not uri.startswith("gs://") or not uri.endswith("/" + features.SERVING_DIR):
         raise ValueError(f"champion: the latest model named {display_name!r} ({models[0].resource_name}) has artifact "
                          f"{uri or 'none'!r}, not a bertkeras export's gs://.../{features.SERVING_DIR}; register through "
-                         f"this pipeline, or set champion_tolerance: null")
+                         f"this pipeline, or compare with no champion (champion_tolerance: null; schedules: --no_champion)")
     return uri[: -len(features.SERVING_DIR) - 1]
 
 

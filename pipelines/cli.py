@@ -115,7 +115,8 @@ def _pipeline_schedule(args: argparse.Namespace) -> int:
     if args.action == "create":
         schedule = RetrainingSchedule.resolve(None, [f"{k}={v}" for k, v in (
             ("cron", args.cron), ("display_name", args.schedule_name), ("max_concurrent_runs", args.max_concurrent_runs),
-            ("start_time", args.start_time), ("end_time", args.end_time), ("max_runs", args.max_runs)) if v is not None])
+            ("start_time", args.start_time), ("end_time", args.end_time), ("max_runs", args.max_runs),
+            ("champion_tolerance", "null" if args.no_champion else None)) if v is not None])
         print(json.dumps(create_schedule(_pipeline_config(args), submit_config, schedule, _parameters(args))))
     else:
         print(json.dumps(manage_schedules(submit_config, args.action, args.name or "")))
@@ -170,6 +171,9 @@ def _add_pipeline_commands(commands) -> None:
     schedule.add_argument("--start_time", help="RFC 3339 start time")
     schedule.add_argument("--end_time", help="RFC 3339 end time")
     schedule.add_argument("--max_runs", help="stop after this many runs")
+    schedule.add_argument("--no_champion", action="store_true", help="do not compare with the registered model "
+                          "(by default a schedule gates each run on not falling 0.02 below it, unless the config "
+                          "sets champion_tolerance)")
     schedule.add_argument("--param", action="append", help=param_help)
     schedule.set_defaults(run=_pipeline_schedule)
 
@@ -269,35 +273,49 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Commands that load TensorFlow. Its native start-up writes lines to stderr before any logging setting applies:
-# CUDA probes that fail on a machine without a GPU ("Could not find cuda drivers", "failed call to cuInit") and
-# CPU feature notes. They are noise there, and users read them as errors.
+# on a machine without a GPU (no CUDA driver library), a failing CUDA probe, and CPU feature notes. Users read
+# them as errors. Only those exact lines are dropped; a broken driver on a GPU machine fails differently and shows.
 TENSORFLOW_COMMANDS = frozenset({"encoder", "convert", "preprocess", "train", "evaluate", "export"})
-START_UP_NOISE = re.compile(r"cuda|cuInit|absl::InitializeLog|cpu_feature_guard|rebuild TensorFlow with the "
-                            r"appropriate compiler flags")
+START_UP_NOISE = re.compile(
+    rb"Could not find cuda drivers on your machine, GPU will not be used|failed call to cuInit: .*UNKNOWN ERROR \(303\)"
+    rb"|All log messages before absl::InitializeLog\(\) is called are written to STDERR|cpu_feature_guard\.cc"
+    rb"|rebuild TensorFlow with the appropriate compiler flags")
 
 
 def import_tensorflow_quietly() -> None:
     """Imports TensorFlow and lists its devices with stderr (file descriptor 2, where the native code writes)
-    captured; then writes back every captured line, except the start-up noise when no GPU was found."""
-    import tempfile  # noqa: PLC0415
+    going through a filter thread that passes every line on as it comes, except :data:`START_UP_NOISE` (so a
+    crash inside the import still shows what it printed)."""
+    import threading  # noqa: PLC0415
 
     sys.stderr.flush()
-    saved = os.dup(2)
-    gpus = []
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            import tensorflow as tf  # noqa: PLC0415
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all: nothing to filter
+        import tensorflow as tf  # noqa: PLC0415
 
-            gpus = tf.config.list_physical_devices("GPU")
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            for line in captured.read().decode("utf-8", "replace").splitlines(keepends=True):
-                if gpus or not START_UP_NOISE.search(line):
-                    sys.stderr.write(line)
-            sys.stderr.flush()
+        tf.config.list_physical_devices()
+        return
+    read_end, write_end = os.pipe()
+
+    def forward() -> None:
+        with os.fdopen(read_end, "rb") as lines, os.fdopen(os.dup(saved), "wb", buffering=0) as out:
+            for line in lines:
+                if not START_UP_NOISE.search(line):
+                    out.write(line)
+
+    thread = threading.Thread(target=forward, name="stderr-filter", daemon=True)
+    thread.start()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    try:
+        import tensorflow as tf  # noqa: PLC0415
+
+        tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)  # closes the pipe's last write end: the thread reads to the end and stops
+        os.close(saved)
+        thread.join(timeout=10)
 
 
 def main(argv: list[str] | None = None) -> int:

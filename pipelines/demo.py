@@ -234,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         result = run_local(config, os.path.join(output, "pipeline_root"))
     artifacts = result["artifacts"]
     stage("3/4 the served model answers raw sentences (SavedModel, tokenizer inside)")
+    from pipelines.cli import import_tensorflow_quietly  # noqa: PLC0415
+
+    import_tensorflow_quietly()  # no CUDA probe noise on the terminal
     runs = training_runs(artifacts)
     registry = os.path.join(output, "registry", config.model_display_name)
     version = sorted(os.listdir(registry), key=lambda v: int(v[1:]))[-1] if os.path.isdir(registry) else None

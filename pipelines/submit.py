@@ -67,7 +67,7 @@ class RetrainingSchedule(Config):
     champion_tolerance: float | None = option(
         0.02, "retraining compares with the registered model by default: the pipeline's champion_tolerance when "
         "its config sets none (a new version is registered only if no gated metric falls more than this below the "
-        "champion's); null: as the pipeline config says")
+        "champion's); null (`schedule create --no_champion`): as the pipeline config says")
 
     def check(self) -> list[str]:
         errors = [f"cron: {e}" for e in cron_errors(self.cron)]
@@ -175,7 +175,8 @@ def create_schedule(pipeline_config, submit_config: SubmitConfig, schedule: Retr
                     parameters: dict | None = None, storage_client=None) -> dict:
     submit_config.validate()
     schedule.validate()
-    if pipeline_config.champion_tolerance is None and schedule.champion_tolerance is not None:
+    if (pipeline_config.champion_tolerance is None and schedule.champion_tolerance is not None
+            and pipeline_config.pipeline != "pretraining"):  # a pretraining pipeline registers nothing
         pipeline_config = dataclasses.replace(pipeline_config, champion_tolerance=schedule.champion_tolerance).validate()
     with tempfile.TemporaryDirectory() as tmp:
         if submit_config.target == "vertex":

@@ -64,9 +64,8 @@ def test_a_command_that_loads_tensorflow_prints_no_cuda_probe_noise_on_a_machine
     drops them where no GPU is found, and keeps everything else (here: the command's own error)."""
     script = "import sys, tensorflow as tf; print(len(tf.config.list_physical_devices('GPU')))"
     gpus = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT)
-    if gpus.stdout.strip() != "0":
-        pytest.skip("this machine has a GPU: there is no probe failure to hide")
-    assert "cuda" in gpus.stderr.lower()  # what a bare `import tensorflow` prints here
+    if gpus.stdout.strip() != "0" or "cuda drivers" not in gpus.stderr:
+        pytest.skip("TensorFlow prints no CUDA probe failure here (a GPU, or a CPU-only build): nothing to hide")
     result = subprocess.run([sys.executable, "-m", "pipelines.cli", "export", str(tmp_path / "missing")], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2

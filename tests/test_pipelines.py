@@ -279,6 +279,11 @@ def test_vertex_schedule_create_list_pause(vertex, gcs_emulator):
     assert "find-champion" in spec and "book.accuracy_vs_champion" in spec
     with pytest.raises(ConfigError, match="champion_tolerance: must be >= 0"):
         RetrainingSchedule(cron="0 3 * * 1", champion_tolerance=-0.1).validate()
+    # `schedule create --no_champion`: as the config says (here: no comparison)
+    opted_out = RetrainingSchedule.resolve(None, ["cron=0 3 * * 1", "champion_tolerance=null"])
+    assert create_schedule(config, SUBMIT, opted_out, storage_client=gcs_emulator)["champion_tolerance"] is None
+    job = [r for r in vertex.requests if r[0] == "create_schedule"][-1][1].schedule.create_pipeline_job_request.pipeline_job
+    assert "find-champion" not in json.dumps(type(job).to_dict(job)["pipeline_spec"])
     listed = manage_schedules(SUBMIT, "list")
     assert listed[0]["cron"] == "0 3 * * 1" and listed[0]["state"] == "ACTIVE"
     manage_schedules(SUBMIT, "pause", "projects/test-project/locations/us-central1/schedules/42")

@@ -175,13 +175,13 @@ def _tiny_step(compile_update: bool, overrides=()):
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["keras apply", "compiled update"])
 def test_layer_decay_gives_each_encoder_layer_its_learning_rate(compiled):
-    """From the same weights and batch, one Adam step with layer_decay 0.5 moves each weight by its layer's factor
-    times what it moves without: the top layer and the heads 1, each layer below half the one above, the
-    embeddings below the first layer."""
+    """From the same weights and batch, one AdamW step with layer_decay 0.5 moves each weight by its layer's factor
+    times what it moves without (the Adam step and the decoupled weight decay, lr x wd x w, alike): the top layer
+    and the heads 1, each layer below half the one above, the embeddings below the first layer."""
     moves = []
     for decay in (1.0, 0.5):
         model, run = _tiny_step(compiled, ["model.num_layers=3", f"optimizer.layer_decay={decay}",
-                                           "optimizer.weight_decay=0", "optimizer.learning_rate=1e-3"])
+                                           "optimizer.weight_decay=0.1", "optimizer.learning_rate=1e-3"])
         before = [v.numpy() for v in model.trainable_variables]
         run(1)
         moves.append({v.path: v.numpy() - b for v, b in zip(model.trainable_variables, before)})

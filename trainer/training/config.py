@@ -92,8 +92,9 @@ class OptimizerConfig(Config):
     clip_norm: float = option(1.0, "clip the all-reduced gradients to this global norm (0: no clipping)")
     layer_decay: float = option(1.0, "layer-wise learning-rate decay for fine-tuning: the top encoder layer and the "
                                      "heads learn at learning_rate, each layer below at layer_decay times the one "
-                                     "above, the embeddings below the first layer (1.0: off; for backbones with "
-                                     "layer_<i> variables)")
+                                     "above, the embeddings (and a masked-LM decoder tied to them) below the first "
+                                     "layer; weight decay follows each rate (1.0: off; for backbones with layer_<i> "
+                                     "variables)")
 
     def check(self) -> list[str]:
         errors = []

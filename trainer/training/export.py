@@ -91,7 +91,9 @@ class ServingModule(tf.Module):
         length = tf.shape(request_ids)[1]
         order = tf.argsort(ids.row_lengths(), stable=True)
         count = tf.size(order)
-        groups = (count + SERVING_GROUP - 1) // SERVING_GROUP
+        # at least one pass: an empty request runs the model on an empty batch (TensorFlow cannot concatenate
+        # an empty list of per-position answers, whose shape is not fully known)
+        groups = tf.maximum((count + SERVING_GROUP - 1) // SERVING_GROUP, 1)
         arrays = {name: tf.TensorArray(dtype, size=groups, infer_shape=False)
                   for name, (dtype, _, _) in self._answers.items()}
 

@@ -68,13 +68,28 @@ def _no_reduce(optimizer_class):
             super().build(variables)
             # by the optimizer's variable index: the backend's update step sees the backend variables, not paths
             self._lr_factors = [self.lr_scales.get(v.path) for v in variables]
+            self._decays = [self.weight_decay is not None and super(PreReduced, self)._use_weight_decay(v)
+                            for v in variables]
 
         def _all_reduce_sum_gradients(self, grads_and_vars):
             return grads_and_vars
 
+        def _factor(self, variable):
+            return self._lr_factors[self._get_variable_index(variable)] if self.lr_scales else None
+
+        def _use_weight_decay(self, variable):
+            # a variable with its own rate is decayed in update_step, at that rate (decoupled decay is lr x wd)
+            return self._factor(variable) is None and super()._use_weight_decay(variable)
+
         def update_step(self, gradient, variable, learning_rate):
-            factor = self._lr_factors[self._get_variable_index(variable)] if self.lr_scales else None
-            return super().update_step(gradient, variable, learning_rate if factor is None else learning_rate * factor)
+            factor = self._factor(variable)
+            if factor is None:
+                return super().update_step(gradient, variable, learning_rate)
+            learning_rate = learning_rate * factor
+            if self._decays[self._get_variable_index(variable)]:
+                rate = keras.ops.cast(learning_rate, variable.dtype) * keras.ops.cast(self.weight_decay, variable.dtype)
+                variable.assign(variable - variable * rate)
+            return super().update_step(gradient, variable, learning_rate)
 
     PreReduced.__name__ = optimizer_class.__name__
     return PreReduced
