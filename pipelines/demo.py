@@ -100,14 +100,14 @@ def progress_only(log_path: str):
             os.close(fd)
 
 
-BOOK_TRAIN_MAX_WORDS = 24
+MAX_WORDS = 24  # evaluation and `case` verses: at most this many words
 BOOK_TRAIN_PER_PART = 1500  # 9,000 training verses: more data helps the transformer more than the bag of words (docs/recipe.md)
 
 
 def prepare_data(folder: str, seed: int = 0, book_per_part: int = BOOK_TRAIN_PER_PART,
-                 train_max_words: int = BOOK_TRAIN_MAX_WORDS) -> dict:
-    """Writes the two labelled tasks, split by chapter (no chapter in both). Evaluation verses have at most 24
-    words; ``book`` training verses at most ``train_max_words``."""
+                 train_max_words: int = MAX_WORDS) -> dict:
+    """Writes the two labelled tasks, split by chapter (no chapter in both). Evaluation verses have at most
+    :data:`MAX_WORDS` words; ``book`` training verses at most ``train_max_words``."""
     import numpy as np  # noqa: PLC0415
 
     from components.corpora import kjv_chapters  # noqa: PLC0415
@@ -127,7 +127,7 @@ def prepare_data(folder: str, seed: int = 0, book_per_part: int = BOOK_TRAIN_PER
     for i, (_, verses) in enumerate(chapters):
         split = "eval" if i % 5 == 0 else "train"
         for verse in verses:
-            if len(verse.split()) <= (24 if split == "eval" else train_max_words):
+            if len(verse.split()) <= (MAX_WORDS if split == "eval" else train_max_words):
                 splits[split].setdefault(part_of[book_of[i]], []).append(verse)
     for split, limit in (("train", book_per_part), ("eval", 100)):
         rng = np.random.default_rng([seed, limit if split == "train" else 0])  # the eval split never moves
@@ -142,7 +142,7 @@ def prepare_data(folder: str, seed: int = 0, book_per_part: int = BOOK_TRAIN_PER
     for split, count in (("train", 2000), ("eval", 400)):
         rng = np.random.default_rng([seed, 1, count])
         pool = [v for i, (_, verses) in enumerate(chapters) for v in verses
-                if (i % 5 == 0) == (split == "eval") and len(v.split()) <= 24]
+                if (i % 5 == 0) == (split == "eval") and len(v.split()) <= MAX_WORDS]
         chosen = [pool[j] for j in rng.choice(len(pool), size=count, replace=False)]
         lines = []
         for verse in chosen:
