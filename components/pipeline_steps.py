@@ -166,7 +166,8 @@ def evaluate(model_dir: str, output_dir: str, data: list | None = None, threshol
              baseline_dir: str = "", max_batches: int = 0, champion_dir: str = "") -> dict:
     """Per-task metrics on records, the threshold gate, and a report (HTML + Markdown with PNG plots: loss
     curves from the run's history, confusion matrices). ``baseline_dir``: another run to compare against;
-    ``champion_dir``: the registered model, evaluated on the same data (``<metric>_vs_champion`` for the gate)."""
+    (in the pipelines: the same recipe trained from scratch); ``champion_dir``: the registered model, evaluated
+    on the same data (``<metric>_vs_champion`` for the gate)."""
     from trainer.training.config import EvaluateConfig  # noqa: PLC0415
     from trainer.training.runs import evaluate_run  # noqa: PLC0415
 
@@ -180,18 +181,25 @@ def evaluate(model_dir: str, output_dir: str, data: list | None = None, threshol
         compared["champion"] = evaluated(champion_dir, baselines=False)
         _compared(metrics, compared["champion"])
     if baseline_dir:
-        compared["other run"] = evaluated(baseline_dir, baselines=False)
+        compared[FROM_SCRATCH] = evaluated(baseline_dir, baselines=False)
     flat = _flat_metrics(metrics)
     passed, reasons = check_thresholds(flat, thresholds or {})
     history_file = fileio.join(model_dir, features.METRICS_FILE)
     history = json.loads(fileio.read_text(history_file)).get("history", []) if fileio.exists(history_file) else []
     fileio.makedirs(output_dir)
-    write_report(output_dir, metrics, history, thresholds or {}, passed, reasons, compared, champion_dir)
+    write_report(output_dir, metrics, history, thresholds or {}, passed, reasons, compared, champion_dir,
+                 _started_from(model_dir))
     result = {"metrics": metrics, "flat": flat, "passed": passed, "reasons": reasons, "champion": champion_dir}
-    if "other run" in compared:
-        result["baseline"] = compared["other run"]
+    if FROM_SCRATCH in compared:
+        result["baseline"] = compared[FROM_SCRATCH]
     fileio.atomic_write_text(fileio.join(output_dir, features.METRICS_FILE), json.dumps(result, indent=2))
     return result
+
+
+def _started_from(model_dir: str) -> str:
+    """What a trained model's run started from: its ``init_from`` ('' for none, or no training config)."""
+    path = fileio.join(model_folder(model_dir), features.TRAINING_CONFIG_FILE)
+    return (yaml.safe_load(fileio.read_text(path)) or {}).get("init_from", "") if fileio.exists(path) else ""
 
 
 def evaluate_into(model_dir: str, data: list, report_html: str, report_markdown: str, thresholds: dict | None = None,
@@ -245,10 +253,41 @@ def plots(metrics: dict, history: list[dict]) -> dict[str, bytes]:
     return images
 
 
+FROM_SCRATCH = "from scratch"
+
+
+def stage_rows(metrics: dict, compared: dict[str, dict], started_from: str = "") -> list[tuple[str, str, dict[str, float]]]:
+    """What each stage adds, per task: (task, stage, {metric: value}) from no model up to this one, over the
+    metrics a task's baseline also has: the majority class, the non-neural baseline, the same recipe without the
+    pretrained weights (when that run was compared), this model (``started_from``: the weights it was trained
+    from, '' for none), and the registered champion for reference."""
+    rows = []
+    for task, values in metrics.items():
+        if not isinstance(values, dict):
+            continue
+        names = [k for k in values if isinstance(values.get(f"baseline_{k}"), float)]
+        if not names:
+            continue
+        stages = [("majority class", {"accuracy": values["majority_accuracy"]} if "majority_accuracy" in values else {}),
+                  (f"baseline: {values.get('baseline', 'non-neural')}", {k: values[f"baseline_{k}"] for k in names})]
+        for label, other in compared.items():
+            if label == FROM_SCRATCH and isinstance(other.get(task), dict):
+                stages.append(("same recipe from scratch (no pretrained weights)",
+                               {k: other[task][k] for k in names if k in other[task]}))
+        origin = f"trained from {started_from}" if started_from else "trained from scratch"
+        stages.append((f"this model ({origin})", {k: values[k] for k in names}))
+        if isinstance(compared.get("champion", {}).get(task), dict):
+            stages.append(("registered champion", {k: compared["champion"][task][k] for k in names
+                                                   if k in compared["champion"][task]}))
+        rows += [(task, stage, {k: v for k, v in found.items() if k in names}) for stage, found in stages if found]
+    return rows
+
+
 def write_report(output_dir: str, metrics: dict, history: list, thresholds: dict, passed: bool, reasons: list,
-                 compared: dict[str, dict] | None = None, champion_dir: str = "") -> None:
+                 compared: dict[str, dict] | None = None, champion_dir: str = "", started_from: str = "") -> None:
     """The report: gate verdict, what the baselines are, and a table of every metric beside the compared
-    runs' (the champion: the registered model; other run: e.g. the from-scratch model)."""
+    runs' (the champion: the registered model; from scratch: the same recipe without pretrained weights), and what
+    each stage adds (:func:`stage_rows`)."""
     compared = compared or {}
     images = plots(metrics, history)
     for name, data in images.items():
@@ -279,6 +318,13 @@ def write_report(output_dir: str, metrics: dict, history: list, thresholds: dict
              "|---|---|---|" + "---|" * len(compared)]
     lines += [f"| {task} | {key} | {value:.4f} |" + "".join(f" {cell(o)} |" for o in others)
               for task, key, value, others in rows]
+    stages = stage_rows(metrics, compared, started_from)
+    metric_names = sorted({k for _, _, found in stages for k in found}, key=lambda k: (k != "accuracy", k))
+    if stages:
+        lines += ["", "## What each stage adds", "", "| task | stage | " + " | ".join(metric_names) + " |",
+                  "|---|---|" + "---|" * len(metric_names)]
+        lines += [f"| {task} | {stage} | " + " | ".join(cell(found.get(k)) for k in metric_names) + " |"
+                  for task, stage, found in stages]
     if thresholds:
         lines += ["", "Thresholds: " + ", ".join(f"{k} >= {v}" for k, v in thresholds.items())]
     # Images inline (data URIs), so the Markdown artifact is one self-contained file like the HTML one.
@@ -286,12 +332,18 @@ def write_report(output_dir: str, metrics: dict, history: list, thresholds: dict
     fileio.atomic_write_text(fileio.join(output_dir, REPORT_MARKDOWN), "\n".join(lines) + "\n")
     table = "".join(f"<tr><td>{t}</td><td>{k}</td><td>{v:.4f}</td>" + "".join(f"<td>{cell(o)}</td>" for o in others)
                     + "</tr>" for t, k, v, others in rows)
+    stage_html = ("<h2>What each stage adds</h2><table border='1'><tr><th>task</th><th>stage</th>"
+                  + "".join(f"<th>{k}</th>" for k in metric_names) + "</tr>"
+                  + "".join(f"<tr><td>{task}</td><td>{html_lib.escape(stage)}</td>"
+                            + "".join(f"<td>{cell(found.get(k))}</td>" for k in metric_names) + "</tr>"
+                            for task, stage, found in stages) + "</table>") if stages else ""
     pictures = "".join(f'<h3>{n}</h3><img src="data:image/png;base64,{base64.b64encode(d).decode()}"/>' for n, d in images.items())
     html = (f"<html><head><meta charset='utf-8'><title>bertkeras evaluation</title></head><body>"
             f"<h1>Evaluation report</h1><p>Examples: {metrics.get('examples')}. Gate: {html_lib.escape(verdict)}</p>"
             + "".join(f"<p>{html_lib.escape(note)}</p>" for note in notes)
             + "<table border='1'><tr><th>task</th><th>metric</th><th>value</th>"
-            + "".join(f"<th>{name}</th>" for name in compared) + f"</tr>{table}</table>{pictures}</body></html>")
+            + "".join(f"<th>{name}</th>" for name in compared) + f"</tr>{table}</table>" + stage_html + pictures
+            + "</body></html>")
     fileio.atomic_write_text(fileio.join(output_dir, REPORT_HTML), html)
 
 

@@ -382,6 +382,9 @@ def test_finetuning_pipeline_runs_locally_with_kfp_local(minilm_dir, tmp_path):
     metrics = json.loads(gate["summary"])["metrics"]
     assert 0 < metrics["question.baseline_accuracy"] <= 1 and "question.accuracy_over_baseline" in metrics
     assert "TF-IDF uni+bigrams" in report and "baseline_accuracy" in report
+    # what each stage adds: from the majority class through the baseline to this model, trained from the import
+    assert "What each stage adds" in report and "this model (trained from " in report
+    assert "this model (trained from scratch)" not in report
     # The first run has no champion to compare with; the second (the same recipe) is not worse and becomes v2; a
     # deliberately bad one (one step) is refused, and the registry's latest version stays v2.
     assert "question.accuracy_vs_champion" not in metrics and "Champion: none registered yet" in report
@@ -389,6 +392,7 @@ def test_finetuning_pipeline_runs_locally_with_kfp_local(minilm_dir, tmp_path):
     second = run_local(config, str(tmp_path / "root2"))["artifacts"]
     summary = json.loads(json.load(open(second["evaluate/executor_output.json"]))["parameterValues"]["summary"])
     assert summary["passed"] and abs(summary["metrics"]["question.accuracy_vs_champion"]) <= 0.01
+    assert "registered champion" in open(second["evaluate/report"]).read()
     assert sorted(os.listdir(registry)) == ["v1", "v2"]
     bad = PipelineConfig.from_dict({**spec, "finetuning": {**spec["finetuning"], "steps": 1, "checkpoint_every": 1}})
     third = run_local(bad, str(tmp_path / "root3"))["artifacts"]
@@ -398,6 +402,26 @@ def test_finetuning_pipeline_runs_locally_with_kfp_local(minilm_dir, tmp_path):
     assert sorted(os.listdir(registry)) == ["v1", "v2"]
     registered = tmp_path / "registry" / "bertkeras-model" / "v1"
     assert (registered / "model.keras").exists() and (registered / "serving" / "saved_model.pb").exists()
+
+
+def test_report_rows_say_what_each_stage_adds():
+    from components.pipeline_steps import FROM_SCRATCH, stage_rows  # noqa: PLC0415
+
+    metrics = {"examples": 600, "book": {"accuracy": 0.74, "macro_f1": 0.73, "loss": 0.8, "majority_accuracy": 0.17,
+                                         "baseline": "TF-IDF", "baseline_accuracy": 0.72, "baseline_macro_f1": 0.71},
+               "masked_lm": {"accuracy": 0.3, "loss": 4.0}}  # no baseline: no stage rows
+    compared = {FROM_SCRATCH: {"book": {"accuracy": 0.18, "macro_f1": 0.05}},
+                "champion": {"book": {"accuracy": 0.75, "macro_f1": 0.74}}}
+    rows = stage_rows(metrics, compared, "gs://b/minilm")
+    assert rows == [
+        ("book", "majority class", {"accuracy": 0.17}),
+        ("book", "baseline: TF-IDF", {"accuracy": 0.72, "macro_f1": 0.71}),
+        ("book", "same recipe from scratch (no pretrained weights)", {"accuracy": 0.18, "macro_f1": 0.05}),
+        ("book", "this model (trained from gs://b/minilm)", {"accuracy": 0.74, "macro_f1": 0.73}),
+        ("book", "registered champion", {"accuracy": 0.75, "macro_f1": 0.74}),
+    ]
+    assert [stage for _, stage, _ in stage_rows(metrics, {})] == ["majority class", "baseline: TF-IDF",
+                                                                  "this model (trained from scratch)"]
 
 
 def test_three_task_finetuning_pipeline_runs_locally_with_kfp_local(minilm_dir, tmp_path):
