@@ -199,6 +199,33 @@ def test_layer_decay_gives_each_encoder_layer_its_learning_rate(compiled):
         TrainConfig.resolve(None, ["output_dir=o", "data.synthetic=true", "optimizer.layer_decay=0"])
 
 
+def test_frozen_bottom_layers_keep_their_weights_and_the_rest_trains(tmp_path):
+    """optimizer.freeze_layers=2 of 3: through the training loop, the embeddings and layer_0/1 end exactly as they
+    started, layer_2, the pooler and the heads move; more layers than the backbone has is a clear error."""
+    from trainer.model.backbone import Transformer  # noqa: PLC0415
+    from trainer.training.config import TrainingError  # noqa: PLC0415
+    from trainer.training.loop import train  # noqa: PLC0415
+
+    def config(out, layers):
+        return TrainConfig.resolve(None, [
+            f"output_dir={out}", "data.synthetic=true", "data.synthetic_seq_length=16", "data.synthetic_predictions=3",
+            "data.global_batch_size=4", "steps=3", "log_every=3", "export=false", "model.vocab_size=50",
+            "model.hidden_size=16", "model.num_layers=3", "model.num_heads=2", "model.intermediate_size=32",
+            "model.max_positions=16", "optimizer.learning_rate=1e-2", f"optimizer.freeze_layers={layers}"])
+
+    backbone = Transformer(config(tmp_path / "a", 2).model)
+    before = {v.path: v.numpy() for v in backbone.weights}
+    result = train(config(tmp_path / "a", 2), backbone=backbone)
+    moved = {v.path: not np.array_equal(v.numpy(), before[v.path]) for v in backbone.weights}
+    frozen = [p for p in moved if any(k in p for k in ("embedding", "layer_0/", "layer_1/"))]
+    assert frozen and not any(moved[p] for p in frozen)
+    trained = [p for p in moved if p not in frozen]
+    assert any("layer_2/" in p for p in trained) and all(moved[p] for p in trained), trained
+    assert result["frozen_weights"] == len(frozen)
+    with pytest.raises(TrainingError, match=r"optimizer.freeze_layers: 4, but the backbone has 3 encoder layers"):
+        train(config(tmp_path / "b", 4))
+
+
 def test_compiled_update_equals_keras_apply_and_embedding_gradients_are_dense():
     weights = []
     for compiled in (False, True):

@@ -33,7 +33,7 @@ from trainer.tasks.config import schedule_value_py
 from trainer.training import data as data_lib
 from trainer.training.config import TrainConfig, TrainingError
 from trainer.training.metrics import evaluate
-from trainer.training.optimizer import make_optimizer
+from trainer.training.optimizer import freeze_bottom, make_optimizer
 from trainer.training.prepare import (
     Encoder, Inputs, backbone_for, build_training_model, encoder_of, load_base_model, run_inputs, training_inputs,
 )
@@ -188,6 +188,8 @@ def _set_up(config: TrainConfig, backbone: keras.Model | None, existing: Existin
                     eval_inputs, layout=dataclasses.replace(eval_inputs.layout, attention_mask=attention_mask))
         model, init_report = build_training_model(config, inputs.tasks, backbone, base)
         init_report = {**existing_report, **init_report}
+        if frozen := freeze_bottom(model.weights, config.optimizer.freeze_layers):
+            init_report["frozen_weights"] = len(frozen)
         optimizer = make_optimizer(config, policy, model.trainable_variables)
         optimizer.build(model.trainable_variables)
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)

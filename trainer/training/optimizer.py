@@ -1,6 +1,6 @@
 """BERT's optimizer recipe: AdamW (or LAMB for large batches) with linear warm-up then linear decay, no weight
-decay on biases and layer norms, optional layer-wise learning-rate decay; gradients arrive all-reduced (the loop
-reduces once, then clips)."""
+decay on biases and layer norms, optional layer-wise learning-rate decay and frozen bottom layers; gradients
+arrive all-reduced (the loop reduces once, then clips)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Iterable
 
 import keras
 
-from trainer.training.config import TrainConfig
+from trainer.training.config import TrainConfig, TrainingError
 
 NO_DECAY = ["bias", "gamma", "beta", "embeddings_layer_norm", "layer_norm", "_norm"]
 
@@ -55,6 +55,24 @@ def layer_scales(paths: Iterable[str], decay: float) -> dict[str, float]:
         elif EMBEDDINGS.search(path):
             scales[path] = decay ** layers
     return scales
+
+
+def freeze_bottom(variables: Iterable, layers: int) -> list[str]:
+    """Marks the embeddings and the encoder layers below ``layers`` not trainable (they keep their loaded
+    values, and the step computes no gradient for them); -> the frozen paths. Refused when the backbone has no
+    ``layer_<i>`` variables or fewer than ``layers``."""
+    variables = list(variables)
+    if not layers:
+        return []
+    depths = {int(m.group(1)) for v in variables if (m := LAYER.search(v.path))}
+    if len(depths) < layers:
+        raise TrainingError(f"optimizer.freeze_layers: {layers}, but the backbone has "
+                            + (f"{len(depths)} encoder layers" if depths else "no layer_<i> variables")
+                            + " (freeze fewer, or train everything with 0)")
+    frozen = [v for v in variables if EMBEDDINGS.search(v.path) or ((m := LAYER.search(v.path)) and int(m.group(1)) < layers)]
+    for v in frozen:
+        v.trainable = False
+    return [v.path for v in frozen]
 
 
 def _no_reduce(optimizer_class):
