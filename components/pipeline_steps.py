@@ -104,6 +104,8 @@ def train(output_dir: str, config_yaml: str = "", train_data: list | None = None
         paths["data.eval"] = list(eval_data)
     if init_from:
         paths["init_from"] = model_folder(init_from)
+    else:  # the same recipe from scratch (the pipelines' comparison): no loaded layers to keep, so all train
+        paths["optimizer.freeze_layers"] = 0
     if encoder_dir:
         paths["encoder_dir"] = encoder_dir
     result = run(_config(TrainConfig, config_yaml, **paths))
@@ -165,8 +167,8 @@ def _compared(metrics: dict, champion: dict) -> None:
 def evaluate(model_dir: str, output_dir: str, data: list | None = None, thresholds: dict | None = None,
              baseline_dir: str = "", max_batches: int = 0, champion_dir: str = "") -> dict:
     """Per-task metrics on records, the threshold gate, and a report (HTML + Markdown with PNG plots: loss
-    curves from the run's history, confusion matrices). ``baseline_dir``: another run to compare against;
-    (in the pipelines: the same recipe trained from scratch); ``champion_dir``: the registered model, evaluated
+    curves from the run's history, confusion matrices). ``baseline_dir``: the same recipe trained from scratch
+    (reported as such); ``champion_dir``: the registered model, evaluated
     on the same data (``<metric>_vs_champion`` for the gate)."""
     from trainer.training.config import EvaluateConfig  # noqa: PLC0415
     from trainer.training.runs import evaluate_run  # noqa: PLC0415
@@ -197,9 +199,9 @@ def evaluate(model_dir: str, output_dir: str, data: list | None = None, threshol
 
 
 def _started_from(model_dir: str) -> str:
-    """What a trained model's run started from: its ``init_from`` ('' for none, or no training config)."""
+    """What a trained model's run started from: its ``init_from`` ('' for none; None: no training config)."""
     path = fileio.join(model_folder(model_dir), features.TRAINING_CONFIG_FILE)
-    return (yaml.safe_load(fileio.read_text(path)) or {}).get("init_from", "") if fileio.exists(path) else ""
+    return (yaml.safe_load(fileio.read_text(path)) or {}).get("init_from", "") if fileio.exists(path) else None
 
 
 def evaluate_into(model_dir: str, data: list, report_html: str, report_markdown: str, thresholds: dict | None = None,
@@ -256,11 +258,11 @@ def plots(metrics: dict, history: list[dict]) -> dict[str, bytes]:
 FROM_SCRATCH = "from scratch"
 
 
-def stage_rows(metrics: dict, compared: dict[str, dict], started_from: str = "") -> list[tuple[str, str, dict[str, float]]]:
+def stage_rows(metrics: dict, compared: dict[str, dict], started_from: str | None = "") -> list[tuple[str, str, dict[str, float]]]:
     """What each stage adds, per task: (task, stage, {metric: value}) from no model up to this one, over the
     metrics a task's baseline also has: the majority class, the non-neural baseline, the same recipe without the
     pretrained weights (when that run was compared), this model (``started_from``: the weights it was trained
-    from, '' for none), and the registered champion for reference."""
+    from, '' for none, None when unknown), and the registered champion for reference."""
     rows = []
     for task, values in metrics.items():
         if not isinstance(values, dict):
@@ -274,7 +276,8 @@ def stage_rows(metrics: dict, compared: dict[str, dict], started_from: str = "")
             if label == FROM_SCRATCH and isinstance(other.get(task), dict):
                 stages.append(("same recipe from scratch (no pretrained weights)",
                                {k: other[task][k] for k in names if k in other[task]}))
-        origin = f"trained from {started_from}" if started_from else "trained from scratch"
+        origin = (f"trained from {started_from}" if started_from else "origin unknown" if started_from is None
+                  else "trained from scratch")
         stages.append((f"this model ({origin})", {k: values[k] for k in names}))
         if isinstance(compared.get("champion", {}).get(task), dict):
             stages.append(("registered champion", {k: compared["champion"][task][k] for k in names
@@ -284,7 +287,7 @@ def stage_rows(metrics: dict, compared: dict[str, dict], started_from: str = "")
 
 
 def write_report(output_dir: str, metrics: dict, history: list, thresholds: dict, passed: bool, reasons: list,
-                 compared: dict[str, dict] | None = None, champion_dir: str = "", started_from: str = "") -> None:
+                 compared: dict[str, dict] | None = None, champion_dir: str = "", started_from: str | None = "") -> None:
     """The report: gate verdict, what the baselines are, and a table of every metric beside the compared
     runs' (the champion: the registered model; from scratch: the same recipe without pretrained weights), and what
     each stage adds (:func:`stage_rows`)."""

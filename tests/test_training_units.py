@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -222,8 +223,15 @@ def test_frozen_bottom_layers_keep_their_weights_and_the_rest_trains(tmp_path):
     trained = [p for p in moved if p not in frozen]
     assert any("layer_2/" in p for p in trained) and all(moved[p] for p in trained), trained
     assert result["frozen_weights"] == len(frozen)
+    assert all(v.trainable for v in backbone.weights)  # the caller's model comes back as trainable as it went in
     with pytest.raises(TrainingError, match=r"optimizer.freeze_layers: 4, but the backbone has 3 encoder layers"):
-        train(config(tmp_path / "b", 4))
+        train(config(tmp_path / "b", 4), backbone=Transformer(config(tmp_path / "b", 4).model))
+    with pytest.raises(TrainingError, match=r"freeze_layers: 2, but the run starts from random weights"):
+        train(config(tmp_path / "c", 2))
+    # its checkpoint's optimizer state covers the trainable weights only: another freeze count cannot continue it
+    with pytest.raises(TrainingError, match=r"trained with optimizer.freeze_layers=2.*not even with on_existing=override"):
+        train(dataclasses.replace(config(tmp_path / "a", 1), on_existing="override", steps=6),
+              backbone=Transformer(config(tmp_path / "a", 1).model))
 
 
 def test_compiled_update_equals_keras_apply_and_embedding_gradients_are_dense():

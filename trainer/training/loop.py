@@ -81,6 +81,7 @@ class _Run:
     manager: tf.train.CheckpointManager
     start_step: int
     init_report: dict
+    frozen: tuple = ()  # variables optimizer.freeze_layers keeps as loaded: trainable again when the run ends
 
 
 def train(config: TrainConfig, backbone: keras.Model | None = None,
@@ -116,6 +117,16 @@ def fit(config: TrainConfig, backbone: keras.Model | None = None,
                     "on_existing=fresh to start a new run", config.output_dir, existing.checkpoint_step, config.steps)
         return {**existing.previous_metrics, "already_complete": True}, None
     run = _set_up(config, backbone, existing, in_memory, attention_mask, base)
+    try:
+        return _finish(run, existing, progress)
+    finally:
+        for variable in run.frozen:  # the caller's model is left as trainable as it came
+            variable.trainable = True
+
+
+def _finish(run: _Run, existing: ExistingRun, progress) -> tuple[dict, keras.Model | None]:
+    """The steps, then on the chief the evaluation, the export and metrics.json."""
+    config = run.config
     result = _train_steps(run, progress)
     earlier = (existing.previous_metrics or {}).get("history", [])
     result["history"] = [h for h in earlier if h.get("step", 0) <= run.start_step] + result["history"]
@@ -169,6 +180,10 @@ def _set_up(config: TrainConfig, backbone: keras.Model | None, existing: Existin
     encoder = encoder_of(config.encoder_dir, config.init_from)
     if base is None and config.init_from:
         base = load_base_model(config.init_from)
+    if config.optimizer.freeze_layers and base is None and backbone is None:
+        raise TrainingError(f"optimizer.freeze_layers: {config.optimizer.freeze_layers}, but the run starts from "
+                            f"random weights (no init_from, no model given): frozen layers would stay random. Give "
+                            f"init_from, or set optimizer.freeze_layers=0")
     replicas = strategy.num_replicas_in_sync
     if config.data.global_batch_size % replicas:
         raise TrainingError(f"data.global_batch_size: {config.data.global_batch_size} is not divisible by the "
@@ -188,7 +203,8 @@ def _set_up(config: TrainConfig, backbone: keras.Model | None, existing: Existin
                     eval_inputs, layout=dataclasses.replace(eval_inputs.layout, attention_mask=attention_mask))
         model, init_report = build_training_model(config, inputs.tasks, backbone, base)
         init_report = {**existing_report, **init_report}
-        if frozen := freeze_bottom(model.weights, config.optimizer.freeze_layers):
+        frozen = freeze_bottom(model.weights, config.optimizer.freeze_layers)
+        if frozen:
             init_report["frozen_weights"] = len(frozen)
         optimizer = make_optimizer(config, policy, model.trainable_variables)
         optimizer.build(model.trainable_variables)
@@ -207,7 +223,7 @@ def _set_up(config: TrainConfig, backbone: keras.Model | None, existing: Existin
         fileio.makedirs(config.output_dir)
         config.save(fileio.join(config.output_dir, features.TRAINING_CONFIG_FILE))
     return _Run(config, strategy, kind, chief, policy, encoder, inputs, eval_inputs, model, optimizer, manager,
-                int(optimizer.iterations.numpy()), init_report)
+                int(optimizer.iterations.numpy()), init_report, tuple(frozen))
 
 
 def _distributed_batches(run: _Run):

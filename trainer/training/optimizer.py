@@ -57,22 +57,25 @@ def layer_scales(paths: Iterable[str], decay: float) -> dict[str, float]:
     return scales
 
 
-def freeze_bottom(variables: Iterable, layers: int) -> list[str]:
+def freeze_bottom(variables: Iterable, layers: int) -> list:
     """Marks the embeddings and the encoder layers below ``layers`` not trainable (they keep their loaded
-    values, and the step computes no gradient for them); -> the frozen paths. Refused when the backbone has no
-    ``layer_<i>`` variables or fewer than ``layers``."""
+    values, and the step computes no gradient for them); -> the frozen variables (the loop marks them trainable
+    again when the run ends). Refused when the backbone has fewer ``layer_<i>`` variables than ``layers`` or no
+    embedding variables by our names (gradients would still flow through the frozen layers)."""
     variables = list(variables)
     if not layers:
         return []
     depths = {int(m.group(1)) for v in variables if (m := LAYER.search(v.path))}
-    if len(depths) < layers:
-        raise TrainingError(f"optimizer.freeze_layers: {layers}, but the backbone has "
-                            + (f"{len(depths)} encoder layers" if depths else "no layer_<i> variables")
+    embeddings = [v for v in variables if EMBEDDINGS.search(v.path)]
+    if len(depths) < layers or not embeddings:
+        found = f"{len(depths)} encoder layers" if depths else "no layer_<i> variables"
+        raise TrainingError(f"optimizer.freeze_layers: {layers}, but the backbone has {found}"
+                            + ("" if embeddings else " and no token_embedding / position_embedding variables")
                             + " (freeze fewer, or train everything with 0)")
-    frozen = [v for v in variables if EMBEDDINGS.search(v.path) or ((m := LAYER.search(v.path)) and int(m.group(1)) < layers)]
+    frozen = embeddings + [v for v in variables if (m := LAYER.search(v.path)) and int(m.group(1)) < layers]
     for v in frozen:
         v.trainable = False
-    return [v.path for v in frozen]
+    return frozen
 
 
 def _no_reduce(optimizer_class):

@@ -57,6 +57,11 @@ def existing_run(config: TrainConfig) -> ExistingRun:
     changes = [] if saved is None else [
         f"{name}: {_show(old)} -> {_show(new)}" for name, (old, new) in saved.differences(config).items()
         if not any(name == f or name.startswith((f + ".", f + "[")) for f in CHANGEABLE_ON_RESUME)]
+    if step and saved is not None and "optimizer.freeze_layers" in saved.differences(config):
+        raise TrainingError(f"{out} holds a checkpoint trained with optimizer.freeze_layers="
+                            f"{saved.optimizer.freeze_layers}; its optimizer state covers those trainable weights "
+                            f"only, so it cannot continue with {config.optimizer.freeze_layers} (not even with "
+                            f"on_existing=override): use on_existing=fresh or another output_dir")
     if config.on_existing == "resume" and (problem or changes):
         detail = problem or "it was trained with another config; fields that differ (saved -> now):\n  " + "\n  ".join(changes)
         raise TrainingError(
