@@ -13,10 +13,12 @@ benchmarks/results/length_buckets.jsonl.
 and its 1,800 evaluation verses, written by ``pipelines.demo.prepare_data``) at max_seq_length 128, batch 32, once
 padded to 128 and once in length buckets, same seed and schedule, and reports the evaluation accuracy and
 macro-F1 of each beside the examples/s (of the whole call: set-up, XLA compilation and evaluation included);
-then the same for ``case`` (the demo's token task, span F1). Results:
-benchmarks/results/length_buckets_accuracy.jsonl.
+then the same for ``case`` (the demo's token task, span F1) unless ``--tasks`` leaves it out. ``--seeds N``
+repeats both modes with seeds 0..N-1 (initialisation, dropout and input order) and summarises the differences.
+Results: benchmarks/results/length_buckets_accuracy.jsonl.
 
-    .venv/bin/python benchmarks/bench_buckets.py --accuracy [--verses_per_part 500] [--epochs 1]
+    .venv/bin/python benchmarks/bench_buckets.py --accuracy [--verses_per_part 500] [--epochs 1] [--seeds 1]
+        [--tasks book case]
 """
 
 from __future__ import annotations
@@ -84,7 +86,8 @@ def accuracy(args) -> None:
              "case": (bk.TaskConfig(name="case", kind="token"), case, "span_f1")}
     figures = {"config": {"size": "MiniLM (all-MiniLM-L6-v2 weights)", "max_seq_length": 128, "batch": 32,
                           "epochs": args.epochs, "buckets": args.buckets, "learning_rate": 2e-4,
-                          "book_verses_per_part": args.verses_per_part}}
+                          "book_verses_per_part": args.verses_per_part, "seeds": args.seeds,
+                          "tasks": list(args.tasks)}}
     print(f"\nfine-tuning all-MiniLM-L6-v2 at max_seq_length 128, batch 32, {args.epochs} epoch(s), the demo's split")
     for name in args.tasks:
         task, read, second = tasks[name]
@@ -112,9 +115,14 @@ def accuracy(args) -> None:
                          "accuracy_difference": summary(differences["accuracy"]),
                          "speed_ratio": summary([b["examples_per_second"] / f["examples_per_second"]
                                                  for f, b in zip(fixed, bucketed)])}
-        print(f"  {name} buckets - fixed over {args.seeds} seed(s), median [min-max]: accuracy "
-              f"{figures[name]['accuracy_difference']}, {second} {figures[name][f'{second}_difference']}; "
-              f"speed {figures[name]['speed_ratio']}")
+        def spread(s: dict, scale: float = 100, unit: str = " points") -> str:
+            return f"{s['median'] * scale:+.1f}{unit} [{s['min'] * scale:+.1f} to {s['max'] * scale:+.1f}]"
+
+        print(f"  {name} buckets - fixed over {args.seeds} seed(s), median [min to max]: accuracy "
+              f"{spread(figures[name]['accuracy_difference'])}, {second} "
+              f"{spread(figures[name][f'{second}_difference'])}; speed "
+              f"{figures[name]['speed_ratio']['median']:.2f}x [{figures[name]['speed_ratio']['min']:.2f}-"
+              f"{figures[name]['speed_ratio']['max']:.2f}]")
     print("appended to", record("length_buckets_accuracy", figures))
 
 
@@ -135,6 +143,8 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=["book", "case"], choices=["book", "case"],
                         help="--accuracy: the tasks to compare")
     args = parser.parse_args()
+    if args.seeds < 1:
+        parser.error(f"--seeds: must be >= 1, got {args.seeds}")
     if args.accuracy:
         accuracy(args)
         return
