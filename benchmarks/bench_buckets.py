@@ -59,6 +59,12 @@ def task_data(encoder, n: int = 2048):
     return {"book": (bk.TaskConfig(name="book"), book), "case": (bk.TaskConfig(name="case", kind="token"), case)}
 
 
+def points(differences: dict) -> str:
+    """A summary of score differences (fractions) in points: median [min to max]."""
+    return (f"{differences['median'] * 100:+.1f} points [{differences['min'] * 100:+.1f} to "
+            f"{differences['max'] * 100:+.1f}]")
+
+
 def accuracy(args) -> None:
     """Fixed 128 against length buckets: the same fine-tuning of the real MiniLM, scored on the demo's split."""
     import tempfile  # noqa: PLC0415
@@ -115,14 +121,11 @@ def accuracy(args) -> None:
                          "accuracy_difference": summary(differences["accuracy"]),
                          "speed_ratio": summary([b["examples_per_second"] / f["examples_per_second"]
                                                  for f, b in zip(fixed, bucketed)])}
-        def spread(s: dict, scale: float = 100, unit: str = " points") -> str:
-            return f"{s['median'] * scale:+.1f}{unit} [{s['min'] * scale:+.1f} to {s['max'] * scale:+.1f}]"
-
+        speed = figures[name]["speed_ratio"]
         print(f"  {name} buckets - fixed over {args.seeds} seed(s), median [min to max]: accuracy "
-              f"{spread(figures[name]['accuracy_difference'])}, {second} "
-              f"{spread(figures[name][f'{second}_difference'])}; speed "
-              f"{figures[name]['speed_ratio']['median']:.2f}x [{figures[name]['speed_ratio']['min']:.2f}-"
-              f"{figures[name]['speed_ratio']['max']:.2f}]")
+              f"{points(figures[name]['accuracy_difference'])}, {second} "
+              f"{points(figures[name][f'{second}_difference'])}; speed "
+              f"{speed['median']:.2f}x [{speed['min']:.2f}-{speed['max']:.2f}]")
     print("appended to", record("length_buckets_accuracy", figures))
 
 

@@ -273,8 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Commands that load TensorFlow. Its native start-up writes lines to stderr before any logging setting applies:
-# on a machine without a GPU (no CUDA driver library), a failing CUDA probe, and CPU feature and oneDNN notes. Users read
-# them as errors. Only those exact lines are dropped; a broken driver on a GPU machine fails differently and shows.
+# on a machine without a GPU (no CUDA driver library), a failing CUDA probe, and CPU feature and oneDNN notes.
+# Users read them as errors. Only those exact lines are dropped; a broken driver on a GPU machine fails differently and shows.
 TENSORFLOW_COMMANDS = frozenset({"encoder", "convert", "preprocess", "train", "evaluate", "export"})
 START_UP_NOISE = re.compile(
     rb"Could not find cuda drivers on your machine, GPU will not be used|failed call to cuInit: .*UNKNOWN ERROR \(303\)"
