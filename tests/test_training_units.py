@@ -17,7 +17,7 @@ from trainer.training.config import ScheduleConfig, TaskConfig, TrainConfig
 from trainer.tasks import make_task
 from trainer.tasks.config import schedule_value_py
 from trainer.tasks.metrics import bio_spans, macro_f1, span_f1
-from trainer.training.optimizer import WarmupLinearDecay
+from trainer.training.optimizer import WarmupLinearDecay, head_variables
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 GOOGLE = os.path.join(DATA, "google_cpd_sample.tfrecord")
@@ -166,7 +166,8 @@ def _tiny_step(compile_update: bool, overrides=()):
     keras.utils.set_random_seed(0)
     layout = data_lib.Layout(16, 3, tuple(make_task(t) for t in config.tasks))
     model, _ = build_training_model(config, layout.tasks, Transformer(config.model), None)
-    optimizer = optimizer_lib.make_optimizer(config, "float32", model.trainable_variables)
+    optimizer = optimizer_lib.make_optimizer(config, "float32", model.trainable_variables,
+                                             optimizer_lib.head_variables(model))
     optimizer.build(model.trainable_variables)
     batches = iter(data_lib.synthetic_dataset(layout, config.model.vocab_size, 0, 4, 0, 1, 0))
     step = make_step(model, optimizer, config, layout, "float32", compile_update)
@@ -198,6 +199,30 @@ def test_layer_decay_gives_each_encoder_layer_its_learning_rate(compiled):
     assert max(np.abs(full[p]).max() for p in full if "layer_0/" in p) > 1e-4  # the weights did move
     with pytest.raises(ConfigError, match=r"layer_decay: must be in \(0, 1\]"):
         TrainConfig.resolve(None, ["output_dir=o", "data.synthetic=true", "optimizer.layer_decay=0"])
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["keras apply", "compiled update"])
+def test_head_learning_rate_multiplier_moves_only_the_heads_faster(compiled):
+    """From the same weights and batch, one AdamW step with head_learning_rate_multiplier 4 moves every weight
+    outside the backbone (the masked-LM and next-sentence heads) 4 times as far, weight decay included, and
+    every backbone weight (the pooler too) as far as without it."""
+    moves, heads = [], set()
+    for multiplier in (1.0, 4.0):
+        model, run = _tiny_step(compiled, [f"optimizer.head_learning_rate_multiplier={multiplier}",
+                                           "optimizer.weight_decay=0.1", "optimizer.learning_rate=1e-3"])
+        heads = {v.path for v in head_variables(model)}
+        before = [v.numpy() for v in model.trainable_variables]
+        run(1)
+        moves.append({v.path: v.numpy() - b for v, b in zip(model.trainable_variables, before)})
+    base, faster = moves
+    assert heads and any("masked_lm" in p for p in heads) and any("next_sentence" in p for p in heads), sorted(heads)
+    assert any("pooler/" in p for p in base if p not in heads)
+    for path in base:
+        factor = 4.0 if path in heads else 1.0
+        np.testing.assert_allclose(faster[path], factor * base[path], rtol=1e-3, atol=4e-9, err_msg=path)
+    assert max(np.abs(base[p]).max() for p in heads) > 1e-4  # the heads did move
+    with pytest.raises(ConfigError, match=r"head_learning_rate_multiplier: must be > 0"):
+        TrainConfig.resolve(None, ["output_dir=o", "data.synthetic=true", "optimizer.head_learning_rate_multiplier=0"])
 
 
 def test_frozen_bottom_layers_keep_their_weights_and_the_rest_trains(tmp_path):

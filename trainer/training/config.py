@@ -95,6 +95,10 @@ class OptimizerConfig(Config):
                                      "above, the embeddings (and a masked-LM decoder tied to them) below the first "
                                      "layer; weight decay follows each rate (1.0: off; for backbones with layer_<i> "
                                      "variables)")
+    head_learning_rate_multiplier: float = option(
+        1.0, "fine-tuning: the task heads (every weight outside the backbone: classifiers and their poolers, "
+             "trained from their initial values) learn at this multiple of learning_rate while the pretrained "
+             "backbone learns at learning_rate (and layer_decay); weight decay follows each rate (1.0: off)")
     freeze_layers: int = option(0, "fine-tuning: keep the embeddings and the bottom freeze_layers encoder layers as "
                                    "loaded (not trained, and no backward pass through them): 0 trains everything; "
                                    "for backbones with layer_<i> variables; a masked-LM decoder tied to the "
@@ -110,6 +114,8 @@ class OptimizerConfig(Config):
             errors.append(f"clip_norm: must be >= 0, got {self.clip_norm}")
         if not 0 < self.layer_decay <= 1:
             errors.append(f"layer_decay: must be in (0, 1], got {self.layer_decay}")
+        if self.head_learning_rate_multiplier <= 0:
+            errors.append(f"head_learning_rate_multiplier: must be > 0, got {self.head_learning_rate_multiplier}")
         if self.freeze_layers < 0:
             errors.append(f"freeze_layers: must be >= 0, got {self.freeze_layers}")
         return errors

@@ -33,7 +33,7 @@ from trainer.tasks.config import schedule_value_py
 from trainer.training import data as data_lib
 from trainer.training.config import TrainConfig, TrainingError
 from trainer.training.metrics import evaluate
-from trainer.training.optimizer import freeze_bottom, make_optimizer
+from trainer.training.optimizer import freeze_bottom, head_variables, make_optimizer
 from trainer.training.prepare import (
     Encoder, Inputs, backbone_for, build_training_model, encoder_of, load_base_model, run_inputs, training_inputs,
 )
@@ -206,7 +206,7 @@ def _set_up(config: TrainConfig, backbone: keras.Model | None, existing: Existin
         frozen = freeze_bottom(model.weights, config.optimizer.freeze_layers)
         if frozen:
             init_report["frozen_weights"] = len(frozen)
-        optimizer = make_optimizer(config, policy, model.trainable_variables)
+        optimizer = make_optimizer(config, policy, model.trainable_variables, head_variables(model))
         optimizer.build(model.trainable_variables)
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
     checkpoint_dir = fileio.join(config.output_dir, features.CHECKPOINT_DIR)

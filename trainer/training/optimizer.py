@@ -1,6 +1,7 @@
 """BERT's optimizer recipe: AdamW (or LAMB for large batches) with linear warm-up then linear decay, no weight
 decay on biases and layer norms, optional layer-wise learning-rate decay and frozen bottom layers; gradients
-arrive all-reduced (the loop reduces once, then clips)."""
+arrive all-reduced (the loop reduces once, then clips); an optional higher rate for the freshly initialised task
+heads."""
 
 from __future__ import annotations
 
@@ -78,6 +79,12 @@ def freeze_bottom(variables: Iterable, layers: int) -> list:
     return frozen
 
 
+def head_variables(model) -> list:
+    """The model's trainable variables outside its backbone: the task heads, trained from their initial values."""
+    backbone = {id(v) for v in model.backbone.weights}
+    return [v for v in model.trainable_variables if id(v) not in backbone]
+
+
 def _no_reduce(optimizer_class):
     """The Keras optimizer, told that gradients arrive already all-reduced (we reduce once, then clip), with a
     learning-rate factor per variable (``lr_scales``, by variable path; layer-wise decay)."""
@@ -116,15 +123,18 @@ def _no_reduce(optimizer_class):
     return PreReduced
 
 
-def make_optimizer(config: TrainConfig, policy: str, variables: Iterable = ()):
+def make_optimizer(config: TrainConfig, policy: str, variables: Iterable = (), head_variables: Iterable = ()):
     """The configured optimizer for ``variables`` (the model's trainable ones: their paths place the layer-wise
-    decay)."""
+    decay); ``head_variables`` (those outside the backbone) learn at ``head_learning_rate_multiplier`` times the
+    rate."""
     opt = config.optimizer
     schedule = WarmupLinearDecay(opt.learning_rate, opt.warmup_steps, config.steps, opt.end_learning_rate)
     cls = _no_reduce(keras.optimizers.Lamb if opt.name == "lamb" else keras.optimizers.AdamW)
     kwargs = {"learning_rate": schedule, "beta_1": opt.beta_1, "beta_2": opt.beta_2, "epsilon": opt.epsilon}
     optimizer = cls(weight_decay=opt.weight_decay, **kwargs) if opt.name == "adamw" else cls(**kwargs)
     optimizer.lr_scales = layer_scales((v.path for v in variables), opt.layer_decay)
+    if opt.head_learning_rate_multiplier != 1.0:
+        optimizer.lr_scales.update({v.path: opt.head_learning_rate_multiplier for v in head_variables})
     if opt.name == "adamw" and opt.weight_decay:
         optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
     if policy == "mixed_float16":
