@@ -96,9 +96,9 @@ class OptimizerConfig(Config):
                                      "layer; weight decay follows each rate (1.0: off; for backbones with layer_<i> "
                                      "variables)")
     head_learning_rate_multiplier: float = option(
-        1.0, "fine-tuning: the task heads (every weight outside the backbone: classifiers and their poolers, "
-             "trained from their initial values) learn at this multiple of learning_rate while the pretrained "
-             "backbone learns at learning_rate (and layer_decay); weight decay follows each rate (1.0: off)")
+        1.0, "fine-tuning: the task heads (every weight outside the backbone: classifiers and their own poolers, "
+             "new or copied from init_from) learn at this multiple of learning_rate while the backbone learns at "
+             "learning_rate (and layer_decay); weight decay follows each rate (1.0: off)")
     freeze_layers: int = option(0, "fine-tuning: keep the embeddings and the bottom freeze_layers encoder layers as "
                                    "loaded (not trained, and no backward pass through them): 0 trains everything; "
                                    "for backbones with layer_<i> variables; a masked-LM decoder tied to the "

@@ -42,7 +42,8 @@ EMBEDDINGS = re.compile(r"(?:^|/)(token_embedding|position_embedding|segment_emb
 def layer_scales(paths: Iterable[str], decay: float) -> dict[str, float]:
     """Layer-wise learning-rate decay: {variable path: factor} for the encoder's variables. The top layer
     (``layer_<L-1>``) learns at the full rate, each layer below at ``decay`` times the one above, the embeddings
-    at ``decay ** L``; the heads and the pooler at the full rate (absent from the map). Empty when the backbone
+    at ``decay ** L``; the heads and the pooler at the full rate (absent from the map; ``make_optimizer`` adds the
+    heads' own multiplier). Empty when the backbone
     has no ``layer_<i>`` variables (a backbone of one's own) or ``decay`` is 1."""
     paths = list(paths)
     depths = [int(m.group(1)) for p in paths if (m := LAYER.search(p))]
@@ -80,14 +81,15 @@ def freeze_bottom(variables: Iterable, layers: int) -> list:
 
 
 def head_variables(model) -> list:
-    """The model's trainable variables outside its backbone: the task heads, trained from their initial values."""
+    """The model's trainable variables outside its backbone: the task heads (new, or copied from ``init_from`` or,
+    for a sentence head's pooler, from the backbone's pooler)."""
     backbone = {id(v) for v in model.backbone.weights}
     return [v for v in model.trainable_variables if id(v) not in backbone]
 
 
 def _no_reduce(optimizer_class):
     """The Keras optimizer, told that gradients arrive already all-reduced (we reduce once, then clip), with a
-    learning-rate factor per variable (``lr_scales``, by variable path; layer-wise decay)."""
+    learning-rate factor per variable (``lr_scales``, by variable path: layer-wise decay, the heads' multiplier)."""
 
     class PreReduced(optimizer_class):
         lr_scales: dict[str, float] = {}
@@ -123,10 +125,10 @@ def _no_reduce(optimizer_class):
     return PreReduced
 
 
-def make_optimizer(config: TrainConfig, policy: str, variables: Iterable = (), head_variables: Iterable = ()):
+def make_optimizer(config: TrainConfig, policy: str, variables: Iterable = (), heads: Iterable = ()):
     """The configured optimizer for ``variables`` (the model's trainable ones: their paths place the layer-wise
-    decay); ``head_variables`` (those outside the backbone) learn at ``head_learning_rate_multiplier`` times the
-    rate."""
+    decay); ``heads`` (those outside the backbone, :func:`head_variables`) learn at
+    ``head_learning_rate_multiplier`` times the rate, which is refused without them (it would do nothing)."""
     opt = config.optimizer
     schedule = WarmupLinearDecay(opt.learning_rate, opt.warmup_steps, config.steps, opt.end_learning_rate)
     cls = _no_reduce(keras.optimizers.Lamb if opt.name == "lamb" else keras.optimizers.AdamW)
@@ -134,7 +136,11 @@ def make_optimizer(config: TrainConfig, policy: str, variables: Iterable = (), h
     optimizer = cls(weight_decay=opt.weight_decay, **kwargs) if opt.name == "adamw" else cls(**kwargs)
     optimizer.lr_scales = layer_scales((v.path for v in variables), opt.layer_decay)
     if opt.head_learning_rate_multiplier != 1.0:
-        optimizer.lr_scales.update({v.path: opt.head_learning_rate_multiplier for v in head_variables})
+        heads = list(heads)
+        if not heads:
+            raise TrainingError(f"optimizer.head_learning_rate_multiplier: {opt.head_learning_rate_multiplier}, but "
+                                "no head variables were given to the optimizer (pass head_variables(model))")
+        optimizer.lr_scales.update({v.path: opt.head_learning_rate_multiplier for v in heads})
     if opt.name == "adamw" and opt.weight_decay:
         optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
     if policy == "mixed_float16":
