@@ -91,8 +91,8 @@ class OptimizerConfig(Config):
     epsilon: float = option(1e-6, "Adam epsilon")
     clip_norm: float = option(1.0, "clip the all-reduced gradients to this global norm (0: no clipping)")
     layer_decay: float = option(1.0, "layer-wise learning-rate decay for fine-tuning: the top encoder layer learns "
-                                     "at learning_rate (the heads too, times head_learning_rate_multiplier), each layer below at layer_decay times the one "
-                                     "above, the embeddings (and a masked-LM decoder tied to them) below the first "
+                                     "at learning_rate (the heads too, times head_learning_rate_multiplier), each "
+                                     "layer below at layer_decay times the one above, the embeddings (and a masked-LM decoder tied to them) below the first "
                                      "layer; weight decay follows each rate (1.0: off; for backbones with layer_<i> "
                                      "variables)")
     head_learning_rate_multiplier: float = option(

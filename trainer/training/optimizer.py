@@ -1,7 +1,6 @@
 """BERT's optimizer recipe: AdamW (or LAMB for large batches) with linear warm-up then linear decay, no weight
 decay on biases and layer norms, optional layer-wise learning-rate decay and frozen bottom layers; gradients
-arrive all-reduced (the loop reduces once, then clips); an optional higher rate for the freshly initialised task
-heads."""
+arrive all-reduced (the loop reduces once, then clips); an optional higher rate for the task heads."""
 
 from __future__ import annotations
 
