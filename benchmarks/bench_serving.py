@@ -9,6 +9,10 @@ sentence head, built for sequences of 128 tokens, with raw strings in:
 Each repetition times every path on the same batches in turn (the machine drifts), at batch 32 (throughput) and
 batch 1 (latency, p50 over the verses). Results: one table, one line in benchmarks/results/serving.jsonl.
 
+It also counts the matmul FLOPs each path executes on these verses (:func:`executed_flops`: the encoder's
+projections, feed-forward and attention products at the padded lengths each path runs), so the speed ratio can
+be read against the work ratio: at equal efficiency (FLOP/s) the speed ratio equals the FLOP ratio.
+
     .venv/bin/python benchmarks/bench_serving.py [--runs 5] [--batches 8]
 """
 
@@ -42,6 +46,34 @@ def our_saved_model(vocab: str, verses: list[str], folder: str):
     bk.train(model, bk.TaskConfig(name="book"), {"book": examples}, encoder=encoder, steps=1, batch_size=32,
              max_seq_length=128, output_dir=folder, export=True)
     return tf.saved_model.load(os.path.join(folder, "export", "serving")).signatures["serving_default"]
+
+
+def executed_flops(length: int, texts: int = 1, queries_last: int | None = None) -> float:
+    """Matmul FLOPs of MiniLM's encoder on ``texts`` rows padded to ``length`` tokens: per layer the query, key,
+    value and output projections, the feed-forward pair and the two attention products; the last layer at
+    ``queries_last`` query positions (ours: 1, [CLS], for a model with sentence heads only) or all of them."""
+    hidden, inner, layers = MINILM["hidden_size"], MINILM["intermediate_size"], MINILM["num_layers"]
+
+    def layer(queries: int) -> float:
+        return 2 * (2 * queries * hidden**2 + 2 * length * hidden**2 + 2 * queries * hidden * inner
+                    + 2 * queries * length * hidden)
+
+    last = length if queries_last is None else queries_last
+    return texts * ((layers - 1) * layer(length) + layer(last))
+
+
+def our_flops(lengths: list[int], cap: int = 128) -> float:
+    """FLOPs of our SavedModel on one request of texts with these token counts: sorted by length, run in groups
+    of SERVING_GROUP, each padded to its longest rounded up to SERVING_BUCKET (trainer/training/export.py)."""
+    from trainer.training.export import SERVING_BUCKET, SERVING_GROUP  # noqa: PLC0415
+
+    ordered = sorted(lengths)
+    total = 0.0
+    for start in range(0, len(ordered), SERVING_GROUP):
+        group = ordered[start:start + SERVING_GROUP]
+        padded = min(cap, -(-max(group) // SERVING_BUCKET) * SERVING_BUCKET)
+        total += executed_flops(padded, len(group), queries_last=1)
+    return total
 
 
 def keras_hub_classifier(vocab: str):
@@ -81,6 +113,12 @@ def main() -> None:
         paths = {"bertkeras SavedModel": lambda t: ours(text=t), "keras-hub classifier (tf.function)": keras_hub_classifier(vocab)}
         for serve in paths.values():  # trace and warm up
             serve(batches[0]), serve(singles[0])
+        # token counts with [CLS] and [SEP], from our padding mask (keras-hub's tokenizer splits the same way)
+        lengths = [[int(n) for n in tf.reduce_sum(ours(text=b)["padding_mask"], 1).numpy()] for b in batches]
+        single_lengths = [int(tf.reduce_sum(ours(text=s)["padding_mask"])) for s in singles]
+        flops = {"bertkeras SavedModel": (sum(our_flops(n) for n in lengths) / len(batches),
+                                          statistics.median(our_flops([n]) for n in single_lengths)),
+                 "keras-hub classifier (tf.function)": (executed_flops(128, 32), executed_flops(128))}
         throughput = {name: [] for name in paths}
         latency = {name: [] for name in paths}
         for _ in range(args.runs):
@@ -106,10 +144,26 @@ def main() -> None:
         t, l = summary(throughput[name]), summary(latency[name])
         print(f"{name:40s} {t['median']:>8.1f} [{t['min']:.0f}-{t['max']:.0f}] {l['median']:>10.1f} [{l['min']:.1f}-{l['max']:.1f}]")
     print(f"ratio ours/keras-hub per run: throughput {summary(ratios)}, batch-1 latency {summary(latency_ratios)}")
+    work = {name: {"gflop_per_batch_32": round(per_batch / 1e9, 2), "gflop_per_single_p50": round(single / 1e9, 3),
+                   "gflop_per_s_at_batch_32": round(per_batch / 32 * statistics.median(throughput[name]) / 1e9, 1),
+                   "gflop_per_s_at_batch_1": round(single / statistics.median(latency[name]) * 1000 / 1e9, 1)}
+            for name, (per_batch, single) in flops.items()}
+    # every text at its own length, last block at [CLS]: what no padding at all (e.g. packing) would execute
+    unpadded = sum(executed_flops(n, queries_last=1) for batch in lengths for n in batch) / len(batches)
+    flop_ratio = {"batch_32": round(flops[theirs_name][0] / flops[ours_name][0], 2),
+                  "batch_32_unpadded": round(flops[theirs_name][0] / unpadded, 2),
+                  "batch_1": round(flops[ours_name][1] / flops[theirs_name][1], 3)}
+    print(f"matmul work: keras-hub / ours at batch 32 {flop_ratio['batch_32']}x (the throughput ratio at equal "
+          f"FLOP/s; {flop_ratio['batch_32_unpadded']}x with no padding at all), ours / keras-hub at batch 1 "
+          f"{flop_ratio['batch_1']}x (the latency ratio at equal FLOP/s)")
+    for name, w in work.items():
+        print(f"  {name:40s} {w['gflop_per_batch_32']:6.2f} GFLOP per batch of 32 at {w['gflop_per_s_at_batch_32']:5.1f}"
+              f" GFLOP/s; {w['gflop_per_single_p50']:.3f} GFLOP per single verse at {w['gflop_per_s_at_batch_1']:5.1f} GFLOP/s")
     path = record("serving", {"config": {"size": "MiniLM", "cap": 128, "batch": 32, "verses": len(picked)},
                               "seq_per_s": {n: summary(v) for n, v in throughput.items()},
                               "latency_p50_ms": {n: summary(v) for n, v in latency.items()},
-                              "throughput_ratio": summary(ratios), "latency_ratio": summary(latency_ratios)})
+                              "throughput_ratio": summary(ratios), "latency_ratio": summary(latency_ratios),
+                              "work": work, "flop_ratio": flop_ratio})
     print(f"appended to {path}")
 
 
