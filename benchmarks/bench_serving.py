@@ -2,8 +2,8 @@
 
 Both are MiniLM's configuration (6 layers, hidden 384, 12 heads, intermediate 1536, vocab 30522) with a 6-class
 sentence head, built for sequences of 128 tokens, with raw strings in:
-- ours: the export of a run at cap 128 (``serving_default(text=...)``: in-graph WordPiece, packing, and padding
-  to the request's longest text rounded up to 16 tokens);
+- ours: the export of a run at cap 128 (``serving_default(text=...)``: in-graph WordPiece, then the request's
+  texts packed into rows of 128 tokens with a block-diagonal attention mask);
 - keras-hub: ``BertTextClassifierPreprocessor(sequence_length=128)`` + ``BertTextClassifier`` in one
   ``tf.function`` over the batch of strings (its fastest path; it pads every input to 128).
 Each repetition times every path on the same batches in turn (the machine drifts), at batch 32 (throughput) and
@@ -62,18 +62,24 @@ def executed_flops(length: int, texts: int = 1, queries_last: int | None = None)
     return texts * ((layers - 1) * layer(length) + layer(last))
 
 
-def our_flops(lengths: list[int], cap: int = 128) -> float:
-    """FLOPs of our SavedModel on one request of texts with these token counts: sorted by length, run in groups
-    of SERVING_GROUP, each padded to its longest rounded up to SERVING_BUCKET (trainer/training/export.py)."""
-    from trainer.training.export import SERVING_BUCKET, SERVING_GROUP  # noqa: PLC0415
+def our_flops(lengths: list[int], cap: int = 128, reads_per_text: int = 2) -> float:
+    """FLOPs of our SavedModel on one request of texts with these token counts, as it packs them
+    (trainer/training/export.py): first-fit decreasing into rows of ``cap`` tokens, every row as wide as the
+    fullest rounded up to SERVING_BUCKET, attention over the whole row, the last block at each row's [CLS] and
+    at ``reads_per_text`` positions per text slot (a text's [CLS] and its sentence head's read position)."""
+    from trainer.training.export import SERVING_BUCKET  # noqa: PLC0415
 
-    ordered = sorted(lengths)
-    total = 0.0
-    for start in range(0, len(ordered), SERVING_GROUP):
-        group = ordered[start:start + SERVING_GROUP]
-        padded = min(cap, -(-max(group) // SERVING_BUCKET) * SERVING_BUCKET)
-        total += executed_flops(padded, len(group), queries_last=1)
-    return total
+    remaining, slots = [], []
+    for length in sorted(lengths, reverse=True):
+        row = next((i for i, room in enumerate(remaining) if room >= length), None)
+        if row is None:
+            remaining.append(cap)
+            slots.append(0)
+            row = len(remaining) - 1
+        remaining[row] -= length
+        slots[row] += 1
+    width = min(cap, -(-max(cap - room for room in remaining) // SERVING_BUCKET) * SERVING_BUCKET)
+    return executed_flops(width, len(remaining), queries_last=1 + max(slots) * reads_per_text)
 
 
 def keras_hub_classifier(vocab: str):

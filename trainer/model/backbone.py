@@ -13,7 +13,11 @@ Task heads (:mod:`trainer.tasks`) use only that, plus optional public attributes
 - ``pooler``: the dense layer behind ``pooled_output`` (sentence heads start from its weights);
 - ``activation``, ``layer_norm_epsilon``, ``initializer_range``: how heads on it are built (BERT's MLM transform);
 - ``supports_read_positions``: it also accepts ``read_positions`` [batch, n] and then returns ``read_output``
-  [batch, n, hidden] (the last layer evaluated only at those positions) instead of ``sequence_output``.
+  [batch, n, hidden] (the last layer evaluated only at those positions) instead of ``sequence_output``;
+- ``supports_packing``: it also accepts ``position_ids`` [batch, length] (each packed text's positions restart
+  at 0) and, with a block-diagonal ``attention_mask`` (a text attends only to itself), computes for each text
+  of a packed row what it computes for the text alone; its ``pooler`` maps a text's first row to its pooled
+  output. The raw-string SavedModel then packs short texts into shared rows (:mod:`trainer.training.export`).
 
 Any Keras model with that interface trains, evaluates and exports with our heads (a BiLSTM in the tests).
 """
@@ -45,6 +49,7 @@ class Transformer(keras.Model):
     reconstructed from layers. Every layer is built in the constructor, so weights exist before any call."""
 
     supports_read_positions = True
+    supports_packing = True
 
     def __init__(self, config: TransformerConfig | dict, **kwargs):
         kwargs.setdefault("name", "backbone")
@@ -117,7 +122,7 @@ class Transformer(keras.Model):
         sequence, so the numbers are the same) -> {read_output [batch, n, hidden], pooled_output}."""
         token_ids = inputs[features.TOKEN_IDS]
         x = self.token_embedding(token_ids)
-        x = x + self.position_embedding(x)
+        x = x + self.position_embedding(x, inputs.get(features.POSITION_IDS))
         if self.segment_embedding is not None:
             segment_ids = inputs.get(features.SEGMENT_IDS)
             x = x + self.segment_embedding(ops.zeros_like(token_ids) if segment_ids is None else segment_ids)

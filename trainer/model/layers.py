@@ -181,9 +181,13 @@ class PositionEmbedding(keras.layers.Layer):
             name="embeddings", shape=(self.max_positions, input_shape[-1]), initializer=initializer(self.stddev)
         )
 
-    def call(self, inputs):
-        length = ops.shape(inputs)[1]
-        return ops.expand_dims(ops.convert_to_tensor(self.embeddings, dtype=inputs.dtype)[:length], 0)
+    def call(self, inputs, positions=None):
+        """-> [1, length, hidden] for positions 0..length-1, or [batch, length, hidden] at ``positions``
+        [batch, length] (packed rows, where each text's positions restart at 0)."""
+        embeddings = ops.convert_to_tensor(self.embeddings, dtype=inputs.dtype)
+        if positions is not None:
+            return ops.take(embeddings, ops.cast(positions, "int32"), axis=0)
+        return ops.expand_dims(embeddings[:ops.shape(inputs)[1]], 0)
 
     def get_config(self):
         return {**super().get_config(), "max_positions": self.max_positions, "stddev": self.stddev}

@@ -43,11 +43,7 @@ class TaskModel(keras.Model):
         names = [t.name for t in tasks]
         if len(set(names)) != len(names):
             raise TaskError(f"tasks: duplicate names in {names}")
-        inputs = {name: keras.Input(shape, dtype=dtype, name=name, optional=optional)
-                  for name, (shape, dtype, optional) in BACKBONE_INPUTS.items()}
-        for task in tasks:
-            for name, (shape, dtype) in task.input_specs().items():
-                inputs.setdefault(name, keras.Input(shape, dtype=dtype, name=name))
+        inputs = model_inputs(tasks)
         backbone_inputs = {name: inputs[name] for name in BACKBONE_INPUTS}
         readers = [(t, p) for t in tasks if (p := t.read_positions(inputs)) is not None]
         compact = (last_block_at_read_positions and bool(readers) and all(t.reads_positions for t in tasks)
@@ -109,6 +105,42 @@ class TaskModel(keras.Model):
         config = dict(config)
         backbone = keras.saving.deserialize_keras_object(config.pop("backbone"))
         return cls(backbone, **config)
+
+
+def model_inputs(tasks: Sequence[Task]) -> dict:
+    """Symbolic inputs of a model with ``tasks``' heads: the backbone's and what the heads read."""
+    inputs = {name: keras.Input(shape, dtype=dtype, name=name, optional=optional)
+              for name, (shape, dtype, optional) in BACKBONE_INPUTS.items()}
+    for task in tasks:
+        for name, (shape, dtype) in task.input_specs().items():
+            inputs.setdefault(name, keras.Input(shape, dtype=dtype, name=name))
+    return inputs
+
+
+def rows_input(task: Task) -> str:
+    return f"{task.name}_rows"
+
+
+def build_heads(backbone: keras.Model, tasks: Sequence[Task], hidden_size: int, compact: bool,
+                name: str = "heads") -> keras.Model:
+    """``tasks``' heads alone, on encoder outputs given as inputs: per task ``<task>_rows`` [batch, n, hidden],
+    the encoder's rows at the task's read positions (``compact``: every task reads positions), or else
+    ``sequence_output`` [batch, length, hidden]; beside the inputs of :func:`model_inputs`. Packed serving
+    runs the backbone on rows holding several texts and these heads on each text's own outputs. The head layers
+    are named as in :class:`TaskModel`, so :func:`transfer_weights` copies a trained model's heads into them.
+    -> a model whose outputs are named as the tasks."""
+    inputs = model_inputs(tasks)
+    if compact:
+        if not all(t.reads_positions for t in tasks):
+            raise TaskError(f"heads: compact rows need tasks that read positions; {[t.name for t in tasks]} do not all")
+        encoded = {rows_input(t): keras.Input((None, hidden_size), name=rows_input(t)) for t in tasks}
+        context = HeadContext(backbone, {}, {}, {t.name: encoded[rows_input(t)] for t in tasks})
+    else:
+        encoded = {features.SEQUENCE_OUTPUT: keras.Input((None, hidden_size), name=features.SEQUENCE_OUTPUT)}
+        positions = {t.name: p for t in tasks if (p := t.read_positions(inputs)) is not None}
+        context = HeadContext(backbone, dict(encoded), positions)
+    heads = {task.name: task.head(context, inputs) for task in tasks}
+    return keras.Model(inputs={**inputs, **encoded}, outputs=heads, name=name)
 
 
 def _task_to_config(task: Task) -> dict:

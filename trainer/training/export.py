@@ -5,8 +5,8 @@ and gets each served head's answer: ``serving_default(text)`` and ``text_pair(te
 ids, the padding mask, ``pooled_output`` (BERT), and per classification task ``<task>_probabilities``,
 ``<task>_label_id`` and ``<task>_label`` (the label string when a label vocabulary is known); token tasks
 answer per position, over the request's padded length (its longest text rounded up to 8 tokens, at most the
-trained length). A request runs in groups of texts of similar length (:class:`ServingModule`). LM heads are
-training heads and are not served.
+trained length). A request's texts are packed into shared rows (a backbone that supports packing) or run in
+groups of similar length (:class:`ServingModule`). LM heads are training heads and are not served.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import tensorflow_text as tf_text
 
 from trainer import features, fileio
 from trainer.model.saving import save_model
-from trainer.tasks.model import build_model, rebuild_backbone, transfer_weights
+from trainer.tasks.model import build_heads, build_model, rebuild_backbone, rows_input, transfer_weights
 from trainer.training.config import TrainConfig
 
 
@@ -25,15 +25,33 @@ SERVING_BUCKET = 8  # a group is padded to a multiple of this many tokens (a few
 SERVING_GROUP = 8  # texts per forward pass: a request is sorted by length and run in groups of this many
 
 
+def first_fit(lengths, capacity: int):
+    """Bins for texts of ``lengths`` [n] (each at most ``capacity``), placed in order, each into the first row
+    with room: -> (row [n], offset in the row [n]). Given lengths longest first, this is first-fit decreasing,
+    within 11/9 of the fewest rows."""
+    def place(state, length):
+        remaining = state[0]
+        row = tf.argmax(tf.cast(remaining >= length, tf.int32), output_type=tf.int32)
+        return tf.tensor_scatter_nd_sub(remaining, [[row]], [length]), row, capacity - remaining[row]
+
+    initial = (tf.fill([tf.size(lengths)], capacity), tf.constant(0), tf.constant(0))
+    _, rows, offsets = tf.scan(place, lengths, initializer=initial)
+    return rows, offsets
+
+
 class ServingModule(tf.Module):
     """Raw strings -> the model's served heads, all in-graph.
 
     Real traffic is short and uneven (KJV verses: 3 to 90 words), so a request is not padded to the trained
-    length, nor even to its own longest text: its texts are sorted by length and run in groups of
-    :data:`SERVING_GROUP`, each padded to its own longest text rounded up to :data:`SERVING_BUCKET`. The answers
-    come back in the request's order; per-position answers span the request's longest text (rounded up), with
-    probabilities 0, label id -1 and label "" past each text's end. Padding changes no output at the real
-    positions, so the answers equal the fixed-length path's (within float rounding)."""
+    length. Where the backbone supports packing (``supports_packing``), its texts are packed into rows of the
+    trained length (first-fit decreasing, each row as long as its fullest, rounded up to :data:`SERVING_BUCKET`),
+    each text with its own positions and a block-diagonal attention mask, and the heads run on each text's own
+    rows (:func:`trainer.tasks.model.build_heads`): nearly no padding, and a few large matrices per request.
+    Otherwise the texts are sorted by length and run in groups of :data:`SERVING_GROUP`, each padded to its own
+    longest text rounded up to :data:`SERVING_BUCKET`. The answers come back in the request's order; per-position
+    answers span the request's longest text (rounded up), with probabilities 0, label id -1 and label "" past
+    each text's end. Neither packing nor padding changes an output at the real positions, so the answers equal
+    the fixed-length path's (within float rounding)."""
 
     def __init__(self, model, tokenizer, special: dict, seq_length: int):
         super().__init__()
@@ -47,8 +65,24 @@ class ServingModule(tf.Module):
                 self.label_tables[task.name] = tf.lookup.StaticHashTable(
                     tf.lookup.KeyValueTensorInitializer(tf.range(len(task.label_names), dtype=tf.int64),
                                                         tf.constant(task.label_names)), default_value="")
-        # What one forward pass answers: name -> (dtype, shape, per position). Traced once here, so the grouped
-        # loop can collect each answer; an answer is per position when its second axis follows the length.
+        self.served = [t for t in model.tasks if t.served]
+        backbone = model.backbone
+        self.packed = bool(getattr(backbone, "supports_packing", False))
+        if self.packed:
+            # compact: the last block runs only at each text's [CLS] and the heads' read positions
+            self.compact = (bool(getattr(backbone, "supports_read_positions", False))
+                            and all(t.reads_positions for t in self.served))
+            self.heads = None
+            if self.served:
+                probe = tf.zeros([1, 1], tf.int32)
+                hidden = int(backbone({features.TOKEN_IDS: probe, features.PADDING_MASK: tf.ones_like(probe)},
+                                      training=False)[features.SEQUENCE_OUTPUT].shape[-1])
+                self.heads = build_heads(backbone, self.served, hidden, self.compact)
+                _, fresh = transfer_weights(model, self.heads)
+                if fresh:  # pragma: no cover - the heads are named as in the model
+                    raise RuntimeError(f"export: head weights {fresh} have no trained values")
+        # What the model answers: name -> (dtype, shape, per position). Traced once here, so the grouped loop can
+        # collect each answer; an answer is per position when its second axis follows the length.
         traced = tf.function(self._forward).get_concrete_function(
             *[tf.TensorSpec([None, None], tf.int32)] * 3).structured_outputs
         self._answers = {name: (value.dtype, value.shape, value.shape.rank >= 2 and value.shape[1] is None)
@@ -77,17 +111,85 @@ class ServingModule(tf.Module):
         for task in self.model.tasks:
             inputs.update(task.serving_inputs(ids, mask))
         outputs = self.model(inputs, training=False)
-        result = {}
-        if features.POOLED_OUTPUT in outputs:
-            result[features.POOLED_OUTPUT] = tf.cast(outputs[features.POOLED_OUTPUT], tf.float32)
-        for task in self.model.tasks:
-            if task.served:
-                result.update(task.serving_outputs(outputs[task.name], self.label_tables.get(task.name)))
+        return self._answer(outputs, outputs.get(features.POOLED_OUTPUT))
+
+    def _answer(self, logits: dict, pooled) -> dict:
+        result = {} if pooled is None else {features.POOLED_OUTPUT: tf.cast(pooled, tf.float32)}
+        for task in self.served:
+            result.update(task.serving_outputs(logits[task.name], self.label_tables.get(task.name)))
         return result
+
+    def _packed_forward(self, ids, segment_ids, request_ids, request_mask, request_segments):
+        """The request's texts (ragged ``ids``, ``segment_ids``) packed into rows -> the served answers, in the
+        request's order; per-position answers over the request's padded length."""
+        lengths = tf.cast(ids.row_lengths(), tf.int32)
+        order = tf.argsort(-lengths, stable=True)  # placed longest first
+        rows, offsets = first_fit(tf.gather(lengths, order), self.seq_length)
+        row_count = tf.maximum(tf.reduce_max(tf.concat([rows, [-1]], 0)) + 1, 1)
+        longest_row = tf.reduce_max(tf.concat([offsets + tf.gather(lengths, order), [1]], 0))
+        width = tf.minimum(-(-longest_row // SERVING_BUCKET) * SERVING_BUCKET, self.seq_length)
+        # every token of the placed texts -> (row, column) in the packed rows
+        placed = tf.gather(ids, order)
+        text = tf.cast(placed.value_rowids(), tf.int32)
+        within = tf.range(tf.size(text)) - tf.gather(tf.cast(placed.row_starts(), tf.int32), text)
+        cells = tf.stack([tf.gather(rows, text), tf.gather(offsets, text) + within], 1)
+
+        def packed(values):
+            return tf.scatter_nd(cells, tf.cast(values, tf.int32), [row_count, width])
+
+        owner = packed(text + 1)  # which text a cell holds, 0 = padding
+        inputs = {features.TOKEN_IDS: packed(placed.flat_values),
+                  features.SEGMENT_IDS: packed(tf.gather(segment_ids, order).flat_values),
+                  features.POSITION_IDS: packed(within), features.PADDING_MASK: tf.cast(owner > 0, tf.int32),
+                  features.ATTENTION_MASK: tf.cast((owner[:, :, None] == owner[:, None, :]) & (owner[:, None, :] > 0),
+                                                   tf.int32)}
+        back = tf.math.invert_permutation(order)
+        row_of, offset_of = tf.gather(rows, back), tf.gather(offsets, back)  # per text, in the request's order
+        head_inputs = {features.TOKEN_IDS: request_ids, features.PADDING_MASK: request_mask,
+                       features.SEGMENT_IDS: request_segments, features.ATTENTION_MASK: None}
+        for task in self.served:
+            head_inputs.update(task.serving_inputs(request_ids, request_mask))
+        backbone = self.model.backbone
+        pooler = getattr(backbone, "pooler", None)
+        if self.compact:
+            # per text: its [CLS] (for the pooled output), then each head's read positions, all within the text
+            reads = [tf.zeros_like(row_of)[:, None]] + [
+                tf.cast(t.read_positions(head_inputs), tf.int32) for t in self.served]
+            relative = tf.concat(reads, 1)
+            per_text = tf.shape(relative)[1]
+            # a text's slot in its row: how many texts were placed there before it
+            slot = tf.gather(tf.cumsum(tf.one_hot(rows, row_count, dtype=tf.int32), axis=0, exclusive=True), rows,
+                             batch_dims=1)
+            slots = tf.reduce_max(tf.concat([slot, [0]], 0)) + 1
+            columns = tf.gather(slot, back)[:, None] * per_text + tf.range(per_text)[None, :]  # [texts, per_text]
+            where = tf.stack([tf.broadcast_to(row_of[:, None], tf.shape(columns)), columns], -1)
+            read = tf.scatter_nd(tf.reshape(where, [-1, 2]), tf.reshape(offset_of[:, None] + relative, [-1]),
+                                 [row_count, slots * per_text])
+            outputs = backbone({**inputs, features.READ_POSITIONS: read}, training=False)
+            text_rows = tf.gather_nd(outputs[features.READ_OUTPUT], where)  # [texts, per_text, hidden]
+            first = text_rows[:, 0]
+            encoded, start = {}, 1
+            for task, positions in zip(self.served, reads[1:]):
+                count = tf.shape(positions)[1]
+                encoded[rows_input(task)] = text_rows[:, start:start + count]
+                start = start + count
+        else:
+            outputs = backbone(inputs, training=False)
+            length = tf.shape(request_ids)[1]
+            columns = tf.minimum(offset_of[:, None] + tf.range(length)[None, :], width - 1)  # past a text's end: masked
+            where = tf.stack([tf.broadcast_to(row_of[:, None], tf.shape(columns)), columns], -1)
+            sequence = tf.gather_nd(outputs[features.SEQUENCE_OUTPUT], where)  # [texts, length, hidden]
+            first = sequence[:, 0]
+            encoded = {features.SEQUENCE_OUTPUT: sequence}
+        logits = self.heads({**head_inputs, **encoded}, training=False) if self.served else {}
+        return self._answer(logits, None if pooler is None else pooler(first))
 
     def _run(self, segments):
         ids, segment_ids = self._pack(segments)
-        request_ids, request_mask, _ = self._pad(ids, segment_ids)
+        request_ids, request_mask, request_segments = self._pad(ids, segment_ids)
+        if self.packed:
+            answers = self._packed_forward(ids, segment_ids, request_ids, request_mask, request_segments)
+            return self._finish(answers, request_ids, request_mask)
         length = tf.shape(request_ids)[1]
         order = tf.argsort(ids.row_lengths(), stable=True)
         count = tf.size(order)
@@ -110,9 +212,14 @@ class ServingModule(tf.Module):
 
         _, arrays = tf.while_loop(lambda g, _: g < groups, group, (tf.constant(0), arrays))
         back = tf.math.invert_permutation(order)  # sorted order -> the request's order
+        return self._finish({name: tf.gather(arrays[name].concat(), back) for name in self._answers},
+                            request_ids, request_mask)
+
+    def _finish(self, answers: dict, request_ids, request_mask):
+        """Answers in the request's order -> the signature's outputs: past each text's end, no answer."""
         result = {features.TOKEN_IDS: request_ids, features.PADDING_MASK: request_mask}
         for name, (dtype, shape, per_position) in self._answers.items():
-            value = tf.gather(arrays[name].concat(), back)
+            value = answers[name]
             value.set_shape(shape)
             if per_position:  # past each text's end: no answer
                 real = tf.reshape(tf.cast(request_mask, tf.bool), tf.concat([tf.shape(request_mask),

@@ -1,0 +1,122 @@
+"""The raw-string serving module packs a request's texts into shared rows and answers what the model answers for
+each text padded alone to the trained length (tiny models; the export's fresh-process test is in
+test_finetuning_training.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from trainer import features
+from trainer.model.backbone import Transformer
+from trainer.model.config import TransformerConfig
+from trainer.tasks import TaskConfig, make_task
+from trainer.tasks.model import build_model
+from trainer.text.wordpiece import WordPieceEncoder
+from trainer.training.export import ServingModule, first_fit, serving_copy
+
+SEQ = 48
+
+
+def test_first_fit_places_every_text_in_a_row_with_room():
+    rng = np.random.default_rng(0)
+    lengths = np.sort(rng.integers(3, SEQ + 1, 60))[::-1].astype(np.int32)  # longest first, as the module places
+    rows, offsets = (t.numpy() for t in first_fit(tf.constant(lengths), SEQ))
+    filled = np.zeros((rows.max() + 1, SEQ), int)
+    for row, offset, length in zip(rows, offsets, lengths):
+        assert offset + length <= SEQ
+        filled[row, offset:offset + length] += 1
+    assert filled.max() == 1  # no two texts share a cell
+    assert filled.sum() == lengths.sum()
+    # first-fit decreasing: within 11/9 of the fewest rows (+1), far fewer than one row per text
+    assert rows.max() + 1 <= 11 / 9 * np.ceil(lengths.sum() / SEQ) + 1
+    empty_rows, empty_offsets = first_fit(tf.zeros([0], tf.int32), SEQ)
+    assert empty_rows.shape == (0,) and empty_offsets.shape == (0,)
+
+
+TASK_SETS = {
+    # every head reads one position: the last block runs only at those positions and each text's [CLS]
+    "compact": [TaskConfig(name="topic"), TaskConfig(name="ending", extraction_index="last")],
+    # heads reading every position: the packed rows' outputs are unpacked per text
+    "every_position": [TaskConfig(name="topic"), TaskConfig(name="mean", pooling="mean"), TaskConfig(name="tags", kind="token")],
+}
+
+
+def _model(task_configs, causal=False):
+    import keras  # noqa: PLC0415
+
+    keras.utils.set_random_seed(0)
+    config = TransformerConfig(vocab_size=30522, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32,
+                               max_positions=64, causal=causal, type_vocab_size=0 if causal else 2,
+                               pooler=not causal, embedding_layer_norm=not causal)
+    tasks = [make_task(c, num_classes=3) for c in task_configs]
+    return build_model(Transformer(config), tasks)
+
+
+def _fixed_length(model, encoder, texts, pairs=None):
+    """The model's outputs for each text (or pair) padded alone to SEQ: the reference."""
+    ids, segments = np.zeros((len(texts), SEQ), np.int32), np.zeros((len(texts), SEQ), np.int32)
+    for row, text in enumerate(texts):
+        tokens, kinds = [101, *encoder.encode(text), 102], None
+        if pairs is not None:
+            second = [*encoder.encode(pairs[row]), 102]
+            kinds = [0] * len(tokens) + [1] * len(second)
+            tokens = tokens + second
+        assert len(tokens) <= SEQ, "the reference does not trim"
+        ids[row, :len(tokens)] = tokens
+        if kinds is not None:
+            segments[row, :len(kinds)] = kinds
+    mask = (ids > 0).astype(np.int32)
+    inputs = {features.TOKEN_IDS: ids, features.PADDING_MASK: mask, features.SEGMENT_IDS: segments}
+    return model(inputs, training=False), mask
+
+
+@pytest.mark.parametrize("case", ["compact", "every_position", "causal"])
+def test_packed_serving_answers_what_each_text_padded_alone_gets(case, vocab, kjv, tmp_path):
+    encoder = WordPieceEncoder.from_file(vocab)
+    task_configs = TASK_SETS["compact" if case == "causal" else case]
+    model = _model(task_configs, causal=case == "causal")
+    module = ServingModule(serving_copy(model, last_block_at_read_positions=True), encoder.tf_tokenizer(),
+                           {"start": 101, "end": 102}, SEQ)
+    assert module.packed and module.compact == (case != "every_position")
+    # verses of 4 to 40 tokens: several share a row, and one row holds a single long verse
+    texts = [v for v in kjv[::211] if 2 <= len(encoder.encode(v)) <= SEQ - 10][:13] + ["Jesus wept."]
+    served = module.serve(tf.constant(texts))
+    expected, mask = _fixed_length(model, encoder, texts)
+    width = served[features.PADDING_MASK].shape[1]
+    np.testing.assert_array_equal(served[features.PADDING_MASK].numpy(), mask[:, :width])
+    assert width < SEQ and mask[:, width:].sum() == 0
+    for task in model.tasks:
+        probabilities = served[f"{task.name}_probabilities"].numpy()
+        reference = tf.nn.softmax(expected[task.name]).numpy()
+        if task.kind == "token":
+            real = mask[:, :width].astype(bool)
+            np.testing.assert_allclose(probabilities[real], reference[:, :width][real], atol=1e-5)
+            assert (probabilities[~real] == 0).all() and (served[f"{task.name}_label_id"].numpy()[~real] == -1).all()
+        else:
+            np.testing.assert_allclose(probabilities, reference, atol=1e-5)
+    if case != "causal":
+        np.testing.assert_allclose(served[features.POOLED_OUTPUT].numpy(), expected[features.POOLED_OUTPUT], atol=1e-5)
+    else:
+        assert features.POOLED_OUTPUT not in served
+
+    # pairs: each pair is one packed text with its two segments
+    short = [v for v in kjv[::37] if len(encoder.encode(v)) <= 18][:10]
+    firsts, seconds = short[:5], short[5:]
+    served_pairs = module.serve_pair(tf.constant(firsts), tf.constant(seconds))
+    expected_pairs, _ = _fixed_length(model, encoder, firsts, seconds)
+    np.testing.assert_allclose(served_pairs[f"{model.tasks[0].name}_probabilities"].numpy(),
+                               tf.nn.softmax(expected_pairs[model.tasks[0].name]).numpy(), atol=1e-5)
+
+    # one text, and an empty request
+    one = module.serve(tf.constant(texts[3:4]))
+    np.testing.assert_allclose(one[f"{model.tasks[0].name}_probabilities"].numpy(),
+                               tf.nn.softmax(expected[model.tasks[0].name]).numpy()[3:4], atol=1e-5)
+    assert module.serve(tf.constant([], tf.string))[f"{model.tasks[0].name}_label_id"].shape[0] == 0
+
+    if case == "compact":  # the heads travel in the SavedModel
+        tf.saved_model.save(module, str(tmp_path / "serving"), signatures={"serving_default": module.serve.get_concrete_function()})
+        loaded = tf.saved_model.load(str(tmp_path / "serving")).signatures["serving_default"]
+        np.testing.assert_allclose(loaded(text=tf.constant(texts))["topic_probabilities"].numpy(),
+                                   served["topic_probabilities"].numpy(), atol=1e-6)
