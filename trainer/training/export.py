@@ -23,6 +23,7 @@ from trainer.training.config import TrainConfig
 
 SERVING_BUCKET = 8  # a group is padded to a multiple of this many tokens (a few shapes per group size)
 SERVING_GROUP = 8  # texts per forward pass: a request is sorted by length and run in groups of this many
+PACKED_ROWS = 32  # packed rows per forward pass (32 x 128 tokens: a training batch), so memory stays bounded
 
 
 def first_fit(lengths, capacity: int):
@@ -72,12 +73,12 @@ class ServingModule(tf.Module):
             # compact: the last block runs only at each text's [CLS] and the heads' read positions
             self.compact = (bool(getattr(backbone, "supports_read_positions", False))
                             and all(t.reads_positions for t in self.served))
+            probe = tf.zeros([1, 1], tf.int32)
+            self.hidden_size = int(backbone({features.TOKEN_IDS: probe, features.PADDING_MASK: tf.ones_like(probe)},
+                                            training=False)[features.SEQUENCE_OUTPUT].shape[-1])
             self.heads = None
             if self.served:
-                probe = tf.zeros([1, 1], tf.int32)
-                hidden = int(backbone({features.TOKEN_IDS: probe, features.PADDING_MASK: tf.ones_like(probe)},
-                                      training=False)[features.SEQUENCE_OUTPUT].shape[-1])
-                self.heads = build_heads(backbone, self.served, hidden, self.compact)
+                self.heads = build_heads(backbone, self.served, self.hidden_size, self.compact)
                 _, fresh = transfer_weights(model, self.heads)
                 if fresh:  # pragma: no cover - the heads are named as in the model
                     raise RuntimeError(f"export: head weights {fresh} have no trained values")
@@ -165,8 +166,8 @@ class ServingModule(tf.Module):
             where = tf.stack([tf.broadcast_to(row_of[:, None], tf.shape(columns)), columns], -1)
             read = tf.scatter_nd(tf.reshape(where, [-1, 2]), tf.reshape(offset_of[:, None] + relative, [-1]),
                                  [row_count, slots * per_text])
-            outputs = backbone({**inputs, features.READ_POSITIONS: read}, training=False)
-            text_rows = tf.gather_nd(outputs[features.READ_OUTPUT], where)  # [texts, per_text, hidden]
+            encoded_rows = self._encode_rows({**inputs, features.READ_POSITIONS: read}, features.READ_OUTPUT)
+            text_rows = tf.gather_nd(encoded_rows, where)  # [texts, per_text, hidden]
             first = text_rows[:, 0]
             encoded, start = {}, 1
             for task, positions in zip(self.served, reads[1:]):
@@ -174,15 +175,30 @@ class ServingModule(tf.Module):
                 encoded[rows_input(task)] = text_rows[:, start:start + count]
                 start = start + count
         else:
-            outputs = backbone(inputs, training=False)
+            encoded_rows = self._encode_rows(inputs, features.SEQUENCE_OUTPUT)
             length = tf.shape(request_ids)[1]
             columns = tf.minimum(offset_of[:, None] + tf.range(length)[None, :], width - 1)  # past a text's end: masked
             where = tf.stack([tf.broadcast_to(row_of[:, None], tf.shape(columns)), columns], -1)
-            sequence = tf.gather_nd(outputs[features.SEQUENCE_OUTPUT], where)  # [texts, length, hidden]
+            sequence = tf.gather_nd(encoded_rows, where)  # [texts, length, hidden]
             first = sequence[:, 0]
             encoded = {features.SEQUENCE_OUTPUT: sequence}
         logits = self.heads({**head_inputs, **encoded}, training=False) if self.served else {}
         return self._answer(logits, None if pooler is None else pooler(first))
+
+    def _encode_rows(self, inputs: dict, output: str):
+        """The backbone's ``output`` for every packed row, :data:`PACKED_ROWS` rows per pass."""
+        rows = tf.shape(inputs[features.TOKEN_IDS])[0]
+        passes = (rows + PACKED_ROWS - 1) // PACKED_ROWS
+
+        def encode(index, parts):
+            chunk = {name: value[index * PACKED_ROWS:(index + 1) * PACKED_ROWS] for name, value in inputs.items()}
+            return index + 1, parts.write(index, self.model.backbone(chunk, training=False)[output])
+
+        _, parts = tf.while_loop(lambda index, _: index < passes, encode,
+                                 (tf.constant(0), tf.TensorArray(tf.float32, size=passes, infer_shape=False)))
+        encoded = parts.concat()
+        encoded.set_shape([None, None, self.hidden_size])
+        return encoded
 
     def _run(self, segments):
         ids, segment_ids = self._pack(segments)
