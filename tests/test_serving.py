@@ -11,6 +11,7 @@ import tensorflow as tf
 from trainer import features
 from trainer.model.backbone import Transformer
 from trainer.model.config import TransformerConfig
+from trainer.model.layers import freeze_projections
 from trainer.tasks import TaskConfig, make_task
 from trainer.tasks.model import build_model
 from trainer.text.wordpiece import WordPieceEncoder
@@ -81,8 +82,9 @@ def test_packed_serving_answers_what_each_text_padded_alone_gets(case, vocab, kj
     encoder = WordPieceEncoder.from_file(vocab)
     task_configs = TASK_SETS["compact" if case == "causal" else case]
     model = _model(task_configs, causal=case == "causal")
-    module = ServingModule(serving_copy(model, last_block_at_read_positions=True), encoder.tf_tokenizer(),
-                           {"start": 101, "end": 102}, SEQ)
+    served_model = serving_copy(model, last_block_at_read_positions=True)
+    assert freeze_projections(served_model) == 2  # as the export does
+    module = ServingModule(served_model, encoder.tf_tokenizer(), {"start": 101, "end": 102}, SEQ)
     assert module.packed and module.compact == (case != "every_position")
     # verses of 4 to 40 tokens: several share a row, and one row holds a single long verse
     texts = [v for v in kjv[::211] if 2 <= len(encoder.encode(v)) <= SEQ - 10][:13] + ["Jesus wept."]
@@ -126,3 +128,21 @@ def test_packed_serving_answers_what_each_text_padded_alone_gets(case, vocab, kj
         loaded = tf.saved_model.load(str(tmp_path / "serving")).signatures["serving_default"]
         np.testing.assert_allclose(loaded(text=tf.constant(texts))["topic_probabilities"].numpy(),
                                    served["topic_probabilities"].numpy(), atol=1e-6)
+
+
+def test_frozen_projections_compute_what_the_layers_compute():
+    """The SavedModel's copy holds the attention's side-by-side kernels as constants: the same outputs, with the
+    last block at read positions (query rows apart from key rows) and without; training it is refused."""
+    model = _model(TASK_SETS["compact"])
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1000, 2000, (3, 20)).astype(np.int32)
+    inputs = {features.TOKEN_IDS: ids, features.PADDING_MASK: (np.arange(20) < np.array([[20], [11], [5]])).astype(np.int32)}
+    for compact in (False, True):
+        copy = serving_copy(model, last_block_at_read_positions=compact)
+        before = copy(inputs, training=False)
+        freeze_projections(copy)
+        after = copy(inputs, training=False)
+        for name in ("topic", "ending", features.POOLED_OUTPUT):
+            np.testing.assert_allclose(after[name], before[name], rtol=0, atol=1e-6)
+    with pytest.raises(RuntimeError, match="frozen for inference"):
+        copy(inputs, training=True)

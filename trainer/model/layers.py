@@ -7,6 +7,7 @@ checkpoint converters find weights by these names.
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 PACKAGE = "bertkeras"
@@ -128,18 +129,34 @@ class SelfAttention(keras.layers.MultiHeadAttention):
         def projection(dense, scale=1.0):  # XLA drops a multiply by 1
             return ops.reshape(ops.cast(dense.kernel, dtype), (-1, width)) * scale, bias_of(dense, (width,)) * scale
 
-        def project(inputs, parts):
+        def project(inputs, parts, count=None):
+            """``inputs`` times the side-by-side kernels of ``parts`` -> ``count`` (default: one per part)
+            [batch, length, heads, size] projections."""
             kernels, biases = zip(*parts)
-            outputs = ops.matmul(inputs, ops.concatenate(kernels, -1)) + ops.concatenate(biases, -1)
-            split = ops.reshape(outputs, (-1, ops.shape(inputs)[1], len(parts), heads, size))
-            return [split[:, :, i] for i in range(len(parts))]
+            kernel = kernels[0] if len(parts) == 1 else ops.concatenate(kernels, -1)
+            bias = biases[0] if len(parts) == 1 else ops.concatenate(biases, -1)
+            count = count or len(parts)
+            split = ops.reshape(ops.matmul(inputs, kernel) + bias, (-1, ops.shape(inputs)[1], count, heads, size))
+            return [split[:, :, i] for i in range(count)]
 
-        query_part = projection(self._query_dense, self._inverse_sqrt_key_dim)
-        key_part, value_part = projection(self._key_dense), projection(self._value_dense)
-        if query is value:
-            query, key, value = project(query, [query_part, key_part, value_part])
+        frozen = getattr(self, "frozen_projection", None)
+        if frozen is not None:  # inference: the side-by-side kernels, built once (freeze_projections)
+            if training:
+                raise RuntimeError(f"{self.name}: its projections are frozen for inference (freeze_projections); "
+                                   "training would not update them")
+            kernel, bias = (ops.cast(w, dtype) for w in frozen)
+            if query is value:
+                query, key, value = project(query, [(kernel, bias)], count=3)
+            else:
+                (query,) = project(query, [(kernel[:, :width], bias[:width])])
+                key, value = project(value, [(kernel[:, width:], bias[width:])], count=2)
         else:
-            (query,), (key, value) = project(query, [query_part]), project(value, [key_part, value_part])
+            query_part = projection(self._query_dense, self._inverse_sqrt_key_dim)
+            key_part, value_part = projection(self._key_dense), projection(self._value_dense)
+            if query is value:
+                query, key, value = project(query, [query_part, key_part, value_part])
+            else:
+                (query,), (key, value) = project(query, [query_part]), project(value, [key_part, value_part])
         scores = ops.einsum("bqnh,bknh->bnqk", query, key)
         mask = None if attention_mask is None else ops.expand_dims(ops.cast(attention_mask, "bool"), 1)
         probabilities = self._dropout_layer(self._softmax(scores, mask=mask), training=training)
@@ -147,6 +164,30 @@ class SelfAttention(keras.layers.MultiHeadAttention):
         context = ops.reshape(context, (-1, ops.shape(context)[1], width))
         output_kernel = ops.reshape(ops.cast(self._output_dense.kernel, dtype), (width, -1))
         return ops.matmul(context, output_kernel) + bias_of(self._output_dense, (output_kernel.shape[-1],))
+
+
+def freeze_projections(model: keras.Model) -> int:
+    """For a model that is only run, never trained again (the SavedModel's copy): gives each
+    :class:`SelfAttention` its query, key and value kernels side by side, the query's scale folded in, as a
+    constant built once (``frozen_projection``: two non-trainable ``tf.Variable``s), instead of concatenating and
+    scaling the three kernels at every call, which a graph without XLA does each time (at batch 1, a quarter of a
+    MiniLM forward pass). The same numbers as the unfrozen layer. -> the number of layers frozen."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    frozen = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, SelfAttention):
+            width = layer._num_heads * layer._key_dim
+            parts = [(layer._query_dense, layer._inverse_sqrt_key_dim), (layer._key_dense, 1.0), (layer._value_dense, 1.0)]
+            kernel = np.concatenate([np.reshape(np.asarray(d.kernel.numpy(), np.float32), (-1, width)) * np.float32(scale)
+                                     for d, scale in parts], -1)
+            bias = np.concatenate([(np.zeros(width, np.float32) if d.bias is None else
+                                    np.reshape(np.asarray(d.bias.numpy(), np.float32), (width,))) * np.float32(scale)
+                                   for d, scale in parts], -1)
+            layer.frozen_projection = (tf.Variable(kernel, trainable=False, name="frozen_qkv_kernel"),
+                                       tf.Variable(bias, trainable=False, name="frozen_qkv_bias"))
+            frozen += 1
+    return frozen
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -16,6 +16,7 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 
 from trainer import features, fileio
+from trainer.model.layers import freeze_projections
 from trainer.model.saving import save_model
 from trainer.tasks.model import build_heads, build_model, rebuild_backbone, rows_input, transfer_weights
 from trainer.training.config import TrainConfig
@@ -304,8 +305,9 @@ def _write_export(folder: str, serving_model, tasks, config: TrainConfig, layout
     encoder.save(fileio.join(folder, features.ENCODER_DIR))
     special = {"start": encoder.special.id("start"), "end": encoder.special.id("end")}
     seq_length = config.max_seq_length or layout.seq_length
-    module = ServingModule(serving_copy(serving_model, last_block_at_read_positions=True), encoder.tf_tokenizer(),
-                           special, seq_length)
+    served = serving_copy(serving_model, last_block_at_read_positions=True)
+    freeze_projections(served)
+    module = ServingModule(served, encoder.tf_tokenizer(), special, seq_length)
     signatures = {"serving_default": module.serve.get_concrete_function(),
                   "text_pair": module.serve_pair.get_concrete_function()}
     tf.saved_model.save(module, fileio.join(folder, features.SERVING_DIR), signatures=signatures)
