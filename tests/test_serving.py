@@ -41,7 +41,11 @@ TASK_SETS = {
     "compact": [TaskConfig(name="topic"), TaskConfig(name="ending", extraction_index="last")],
     # heads reading every position: the packed rows' outputs are unpacked per text
     "every_position": [TaskConfig(name="topic"), TaskConfig(name="mean", pooling="mean"), TaskConfig(name="tags", kind="token")],
+    # pretraining heads: masked LM is not served; next sentence reads the pooled output
+    "pretraining": [TaskConfig(name="mlm", kind="masked_lm"), TaskConfig(name="nsp", kind="next_sentence")],
 }
+CASES = {"compact": ("compact", False), "every_position": ("every_position", False), "causal": ("compact", True),
+         "pretraining": ("pretraining", False)}
 
 
 def _model(task_configs, causal=False):
@@ -73,29 +77,15 @@ def _fixed_length(model, encoder, texts, pairs=None):
     return model(inputs, training=False), mask
 
 
-@pytest.mark.parametrize("case", ["compact", "every_position", "causal"])
-def test_packed_serving_answers_what_each_text_padded_alone_gets(case, vocab, kjv, tmp_path, monkeypatch):
-    from trainer.training import export  # noqa: PLC0415
-
-    if case != "compact":  # several passes of packed rows
-        monkeypatch.setattr(export, "PACKED_ROWS", 2)
-    encoder = WordPieceEncoder.from_file(vocab)
-    task_configs = TASK_SETS["compact" if case == "causal" else case]
-    model = _model(task_configs, causal=case == "causal")
-    served_model = serving_copy(model, last_block_at_read_positions=True)
-    assert freeze_projections(served_model) == 2  # as the export does
-    module = ServingModule(served_model, encoder.tf_tokenizer(), {"start": 101, "end": 102}, SEQ)
-    assert module.packed and module.compact == (case != "every_position")
-    # verses of 4 to 40 tokens: several share a row, and one row holds a single long verse
-    texts = [v for v in kjv[::211] if 2 <= len(encoder.encode(v)) <= SEQ - 10][:13] + ["Jesus wept."]
-    served = module.serve(tf.constant(texts))
-    expected, mask = _fixed_length(model, encoder, texts)
-    rows, _ = first_fit(tf.constant(sorted(mask.sum(axis=1), reverse=True), tf.int32), SEQ)
-    assert len(texts) > int(tf.reduce_max(rows)) + 1 > 2  # texts share rows, and the rows take several passes
+def _check(model, served, expected, mask):
+    """Each served head's answers equal the reference's at the real positions; none past a text's end."""
     width = served[features.PADDING_MASK].shape[1]
     np.testing.assert_array_equal(served[features.PADDING_MASK].numpy(), mask[:, :width])
-    assert width < SEQ and mask[:, width:].sum() == 0
+    assert mask[:, width:].sum() == 0
     for task in model.tasks:
+        if not task.served:
+            assert f"{task.name}_probabilities" not in served
+            continue
         probabilities = served[f"{task.name}_probabilities"].numpy()
         reference = tf.nn.softmax(expected[task.name]).numpy()
         if task.kind == "token":
@@ -104,26 +94,53 @@ def test_packed_serving_answers_what_each_text_padded_alone_gets(case, vocab, kj
             assert (probabilities[~real] == 0).all() and (served[f"{task.name}_label_id"].numpy()[~real] == -1).all()
         else:
             np.testing.assert_allclose(probabilities, reference, atol=1e-5)
-    if case != "causal":
+    if features.POOLED_OUTPUT in expected:
         np.testing.assert_allclose(served[features.POOLED_OUTPUT].numpy(), expected[features.POOLED_OUTPUT], atol=1e-5)
     else:
         assert features.POOLED_OUTPUT not in served
 
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_packed_serving_answers_what_each_text_padded_alone_gets(case, vocab, kjv, tmp_path, monkeypatch):
+    import keras  # noqa: PLC0415
+
+    from trainer.training import export  # noqa: PLC0415
+
+    if case != "compact":  # several passes of packed rows
+        monkeypatch.setattr(export, "PACKED_ROWS", 2)
+    encoder = WordPieceEncoder.from_file(vocab)
+    task_set, causal = CASES[case]
+    model = _model(TASK_SETS[task_set], causal=causal)
+    # built as the export builds it, here under a mixed training policy: the served copy computes in float32
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        served_model = serving_copy(model, last_block_at_read_positions=True)
+        assert freeze_projections(served_model) == 2
+        module = ServingModule(served_model, encoder.tf_tokenizer(), {"start": 101, "end": 102}, SEQ)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert module.packed and module.compact == (task_set != "every_position")
+    assert all(layer.dtype_policy.name == "float32" for layer in module.heads.layers)
+    # verses of 4 to 38 tokens, several to a row, one text of exactly the trained length, and a short one
+    texts = [v for v in kjv[::211] if 2 <= len(encoder.encode(v)) <= SEQ - 10][:13] + ["light " * (SEQ - 2), "Jesus wept."]
+    served = module.serve(tf.constant(texts))
+    expected, mask = _fixed_length(model, encoder, texts)
+    assert mask[-2].sum() == SEQ and served[features.PADDING_MASK].shape[1] == SEQ
+    rows, _ = first_fit(tf.constant(sorted(mask.sum(axis=1), reverse=True), tf.int32), SEQ)
+    assert len(texts) > int(tf.reduce_max(rows)) + 1 > 2  # texts share rows, and the rows take several passes
+    _check(model, served, expected, mask)
+
     # pairs: each pair is one packed text with its two segments
     short = [v for v in kjv[::37] if len(encoder.encode(v)) <= 18][:10]
-    firsts, seconds = short[:5], short[5:]
-    served_pairs = module.serve_pair(tf.constant(firsts), tf.constant(seconds))
-    expected_pairs, _ = _fixed_length(model, encoder, firsts, seconds)
-    np.testing.assert_allclose(served_pairs[f"{model.tasks[0].name}_probabilities"].numpy(),
-                               tf.nn.softmax(expected_pairs[model.tasks[0].name]).numpy(), atol=1e-5)
+    served_pairs = module.serve_pair(tf.constant(short[:5]), tf.constant(short[5:]))
+    _check(model, served_pairs, *_fixed_length(model, encoder, short[:5], short[5:]))
 
     # one text, and an empty request
-    one = module.serve(tf.constant(texts[3:4]))
-    np.testing.assert_allclose(one[f"{model.tasks[0].name}_probabilities"].numpy(),
-                               tf.nn.softmax(expected[model.tasks[0].name]).numpy()[3:4], atol=1e-5)
-    assert module.serve(tf.constant([], tf.string))[f"{model.tasks[0].name}_label_id"].shape[0] == 0
+    _check(model, module.serve(tf.constant(texts[3:4])), *_fixed_length(model, encoder, texts[3:4]))
+    empty = module.serve(tf.constant([], tf.string))
+    assert all(value.shape[0] == 0 for value in empty.values())
 
-    if case == "compact":  # the heads travel in the SavedModel
+    if case == "compact":  # the heads and the frozen kernels travel in the SavedModel
         tf.saved_model.save(module, str(tmp_path / "serving"), signatures={"serving_default": module.serve.get_concrete_function()})
         loaded = tf.saved_model.load(str(tmp_path / "serving")).signatures["serving_default"]
         np.testing.assert_allclose(loaded(text=tf.constant(texts))["topic_probabilities"].numpy(),

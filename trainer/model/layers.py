@@ -171,7 +171,9 @@ def freeze_projections(model: keras.Model) -> int:
     :class:`SelfAttention` its query, key and value kernels side by side, the query's scale folded in, as a
     constant built once (``frozen_projection``: two non-trainable ``tf.Variable``s), instead of concatenating and
     scaling the three kernels at every call, which a graph without XLA does each time (at batch 1, a quarter of a
-    MiniLM forward pass). The same numbers as the unfrozen layer. -> the number of layers frozen."""
+    MiniLM forward pass). The same numbers as the unfrozen layer. Freeze last: weights assigned afterwards
+    (``set_weights``) do not reach the frozen kernels, and training a frozen layer is refused. A SavedModel holds
+    both copies (3 x hidden^2 more values per layer). -> the number of layers frozen."""
     import tensorflow as tf  # noqa: PLC0415
 
     frozen = 0

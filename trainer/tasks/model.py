@@ -123,21 +123,26 @@ def rows_input(task: Task) -> str:
 
 def build_heads(backbone: keras.Model, tasks: Sequence[Task], hidden_size: int, compact: bool,
                 name: str = "heads") -> keras.Model:
-    """``tasks``' heads alone, on encoder outputs given as inputs: per task ``<task>_rows`` [batch, n, hidden],
-    the encoder's rows at the task's read positions (``compact``: every task reads positions), or else
-    ``sequence_output`` [batch, length, hidden]; beside the inputs of :func:`model_inputs`. Packed serving
-    runs the backbone on rows holding several texts and these heads on each text's own outputs. The head layers
-    are named as in :class:`TaskModel`, so :func:`transfer_weights` copies a trained model's heads into them.
+    """``tasks``' heads alone, on encoder outputs given as inputs: ``pooled_output`` [batch, hidden] (a backbone
+    with a pooler) and, per task reading positions, ``<task>_rows`` [batch, n, hidden], the encoder's rows at
+    those positions (``compact``: every task reads a few positions), or else ``sequence_output``
+    [batch, length, hidden]; beside the inputs of :func:`model_inputs`. Packed serving runs the backbone on rows
+    holding several texts and these heads on each text's own outputs. The head layers are named as in
+    :class:`TaskModel`, so :func:`transfer_weights` copies a trained model's heads into them.
     -> a model whose outputs are named as the tasks."""
     inputs = model_inputs(tasks)
+    positions = {t.name: p for t in tasks if (p := t.read_positions(inputs)) is not None}
+    encoded = {}
+    if getattr(backbone, "pooler", None) is not None:
+        encoded[features.POOLED_OUTPUT] = keras.Input((hidden_size,), name=features.POOLED_OUTPUT)
     if compact:
         if not all(t.reads_positions for t in tasks):
             raise TaskError(f"heads: compact rows need tasks that read positions; {[t.name for t in tasks]} do not all")
-        encoded = {rows_input(t): keras.Input((None, hidden_size), name=rows_input(t)) for t in tasks}
-        context = HeadContext(backbone, {}, {}, {t.name: encoded[rows_input(t)] for t in tasks})
+        rows = {t.name: keras.Input((None, hidden_size), name=rows_input(t)) for t in tasks if t.name in positions}
+        encoded.update({rows_input(t): rows[t.name] for t in tasks if t.name in rows})
+        context = HeadContext(backbone, dict(encoded), positions, rows)
     else:
-        encoded = {features.SEQUENCE_OUTPUT: keras.Input((None, hidden_size), name=features.SEQUENCE_OUTPUT)}
-        positions = {t.name: p for t in tasks if (p := t.read_positions(inputs)) is not None}
+        encoded[features.SEQUENCE_OUTPUT] = keras.Input((None, hidden_size), name=features.SEQUENCE_OUTPUT)
         context = HeadContext(backbone, dict(encoded), positions)
     heads = {task.name: task.head(context, inputs) for task in tasks}
     return keras.Model(inputs={**inputs, **encoded}, outputs=heads, name=name)

@@ -11,6 +11,8 @@ groups of similar length (:class:`ServingModule`). LM heads are training heads a
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import tensorflow as tf
 import tensorflow_text as tf_text
@@ -24,13 +26,13 @@ from trainer.training.config import TrainConfig
 
 SERVING_BUCKET = 8  # a group is padded to a multiple of this many tokens (a few shapes per group size)
 SERVING_GROUP = 8  # texts per forward pass: a request is sorted by length and run in groups of this many
-PACKED_ROWS = 32  # packed rows per forward pass (32 x 128 tokens: a training batch), so memory stays bounded
+PACKED_ROWS = 32  # packed rows per forward pass (at 128 tokens: a training batch's 4,096), so memory stays bounded
 
 
 def first_fit(lengths, capacity: int):
     """Bins for texts of ``lengths`` [n] (each at most ``capacity``), placed in order, each into the first row
-    with room: -> (row [n], offset in the row [n]). Given lengths longest first, this is first-fit decreasing,
-    within 11/9 of the fewest rows."""
+    with room: -> (row [n], offset in the row [n]). Given lengths longest first, this is first-fit decreasing:
+    at most 11/9 of the fewest rows, plus one. Sequential (one step per text, each over the rows)."""
     def place(state, length):
         remaining = state[0]
         row = tf.argmax(tf.cast(remaining >= length, tf.int32), output_type=tf.int32)
@@ -46,9 +48,9 @@ class ServingModule(tf.Module):
 
     Real traffic is short and uneven (KJV verses: 3 to 90 words), so a request is not padded to the trained
     length. Where the backbone supports packing (``supports_packing``), its texts are packed into rows of the
-    trained length (first-fit decreasing, each row as long as its fullest, rounded up to :data:`SERVING_BUCKET`),
+    trained length (first-fit decreasing; the rows as wide as the fullest, rounded up to :data:`SERVING_BUCKET`),
     each text with its own positions and a block-diagonal attention mask, and the heads run on each text's own
-    rows (:func:`trainer.tasks.model.build_heads`): nearly no padding, and a few large matrices per request.
+    rows (:func:`trainer.tasks.model.build_heads`): little padding, and a few large matrices per request.
     Otherwise the texts are sorted by length and run in groups of :data:`SERVING_GROUP`, each padded to its own
     longest text rounded up to :data:`SERVING_BUCKET`. The answers come back in the request's order; per-position
     answers span the request's longest text (rounded up), with probabilities 0, label id -1 and label "" past
@@ -79,7 +81,8 @@ class ServingModule(tf.Module):
                                             training=False)[features.SEQUENCE_OUTPUT].shape[-1])
             self.heads = None
             if self.served:
-                self.heads = build_heads(backbone, self.served, self.hidden_size, self.compact)
+                with float32_policy():  # as the model's serving copy
+                    self.heads = build_heads(backbone, self.served, self.hidden_size, self.compact)
                 _, fresh = transfer_weights(model, self.heads)
                 if fresh:  # pragma: no cover - the heads are named as in the model
                     raise RuntimeError(f"export: head weights {fresh} have no trained values")
@@ -123,8 +126,10 @@ class ServingModule(tf.Module):
 
     def _packed_forward(self, ids, segment_ids, request_ids, request_mask, request_segments):
         """The request's texts (ragged ``ids``, ``segment_ids``) packed into rows -> the served answers, in the
-        request's order; per-position answers over the request's padded length."""
+        request's order; per-position answers over the request's padded length. The rows run
+        :data:`PACKED_ROWS` at a time, each pass answering the texts it holds, so memory stays bounded."""
         lengths = tf.cast(ids.row_lengths(), tf.int32)
+        count = tf.size(lengths)
         order = tf.argsort(-lengths, stable=True)  # placed longest first
         rows, offsets = first_fit(tf.gather(lengths, order), self.seq_length)
         row_count = tf.maximum(tf.reduce_max(tf.concat([rows, [-1]], 0)) + 1, 1)
@@ -139,74 +144,85 @@ class ServingModule(tf.Module):
         def packed(values):
             return tf.scatter_nd(cells, tf.cast(values, tf.int32), [row_count, width])
 
-        owner = packed(text + 1)  # which text a cell holds, 0 = padding
-        inputs = {features.TOKEN_IDS: packed(placed.flat_values),
-                  features.SEGMENT_IDS: packed(tf.gather(segment_ids, order).flat_values),
-                  features.POSITION_IDS: packed(within), features.PADDING_MASK: tf.cast(owner > 0, tf.int32),
-                  features.ATTENTION_MASK: tf.cast((owner[:, :, None] == owner[:, None, :]) & (owner[:, None, :] > 0),
-                                                   tf.int32)}
+        packed_rows = {features.TOKEN_IDS: packed(placed.flat_values),
+                       features.SEGMENT_IDS: packed(tf.gather(segment_ids, order).flat_values),
+                       features.POSITION_IDS: packed(within), "owner": packed(text + 1)}  # owner: which text, 0 = none
         back = tf.math.invert_permutation(order)
         row_of, offset_of = tf.gather(rows, back), tf.gather(offsets, back)  # per text, in the request's order
         head_inputs = {features.TOKEN_IDS: request_ids, features.PADDING_MASK: request_mask,
-                       features.SEGMENT_IDS: request_segments, features.ATTENTION_MASK: None}
+                       features.SEGMENT_IDS: request_segments}
         for task in self.served:
             head_inputs.update(task.serving_inputs(request_ids, request_mask))
-        backbone = self.model.backbone
-        pooler = getattr(backbone, "pooler", None)
+        readers = [(t, p) for t in self.served if (p := t.read_positions(head_inputs)) is not None]
         if self.compact:
-            # per text: its [CLS] (for the pooled output), then each head's read positions, all within the text
-            reads = [tf.zeros_like(row_of)[:, None]] + [
-                tf.cast(t.read_positions(head_inputs), tf.int32) for t in self.served]
-            relative = tf.concat(reads, 1)
+            # per text: its [CLS] (the pooled output's row), then each reader's positions, all within the text
+            relative = tf.concat([tf.zeros([count, 1], tf.int32)] + [tf.cast(p, tf.int32) for _, p in readers], 1)
             per_text = tf.shape(relative)[1]
-            # a text's slot in its row: how many texts were placed there before it
-            slot = tf.gather(tf.cumsum(tf.one_hot(rows, row_count, dtype=tf.int32), axis=0, exclusive=True), rows,
-                             batch_dims=1)
+            # a text's slot in its row: its rank among the row's texts
+            by_row = tf.argsort(row_of, stable=True)
+            sorted_rows = tf.gather(row_of, by_row)
+            first_of_row = tf.math.unsorted_segment_min(tf.range(count), sorted_rows, row_count)
+            slot = tf.gather(tf.range(count) - tf.gather(first_of_row, sorted_rows), tf.math.invert_permutation(by_row))
             slots = tf.reduce_max(tf.concat([slot, [0]], 0)) + 1
-            columns = tf.gather(slot, back)[:, None] * per_text + tf.range(per_text)[None, :]  # [texts, per_text]
+            columns = slot[:, None] * per_text + tf.range(per_text)[None, :]  # [texts, per_text]
             where = tf.stack([tf.broadcast_to(row_of[:, None], tf.shape(columns)), columns], -1)
-            read = tf.scatter_nd(tf.reshape(where, [-1, 2]), tf.reshape(offset_of[:, None] + relative, [-1]),
-                                 [row_count, slots * per_text])
-            encoded_rows = self._encode_rows({**inputs, features.READ_POSITIONS: read}, features.READ_OUTPUT)
-            text_rows = tf.gather_nd(encoded_rows, where)  # [texts, per_text, hidden]
-            first = text_rows[:, 0]
-            encoded, start = {}, 1
-            for task, positions in zip(self.served, reads[1:]):
-                count = tf.shape(positions)[1]
-                encoded[rows_input(task)] = text_rows[:, start:start + count]
-                start = start + count
+            packed_rows[features.READ_POSITIONS] = tf.scatter_nd(
+                tf.reshape(where, [-1, 2]), tf.reshape(offset_of[:, None] + relative, [-1]), [row_count, slots * per_text])
         else:
-            encoded_rows = self._encode_rows(inputs, features.SEQUENCE_OUTPUT)
-            length = tf.shape(request_ids)[1]
-            columns = tf.minimum(offset_of[:, None] + tf.range(length)[None, :], width - 1)  # past a text's end: masked
-            where = tf.stack([tf.broadcast_to(row_of[:, None], tf.shape(columns)), columns], -1)
-            sequence = tf.gather_nd(encoded_rows, where)  # [texts, length, hidden]
-            first = sequence[:, 0]
-            encoded = {features.SEQUENCE_OUTPUT: sequence}
-        logits = self.heads({**head_inputs, **encoded}, training=False) if self.served else {}
-        return self._answer(logits, None if pooler is None else pooler(first))
+            columns = offset_of[:, None] + tf.range(tf.shape(request_ids)[1])[None, :]
+            columns = tf.minimum(columns, width - 1)  # past a text's end: masked by the heads and the answers
 
-    def _encode_rows(self, inputs: dict, output: str):
-        """The backbone's ``output`` for every packed row, :data:`PACKED_ROWS` rows per pass."""
-        rows = tf.shape(inputs[features.TOKEN_IDS])[0]
-        passes = (rows + PACKED_ROWS - 1) // PACKED_ROWS
+        backbone, pooler = self.model.backbone, getattr(self.model.backbone, "pooler", None)
+        passes = (row_count + PACKED_ROWS - 1) // PACKED_ROWS
+        arrays = {name: tf.TensorArray(dtype, size=passes, infer_shape=False)
+                  for name, (dtype, _, _) in self._answers.items()}
 
-        def encode(index, parts):
-            chunk = {name: value[index * PACKED_ROWS:(index + 1) * PACKED_ROWS] for name, value in inputs.items()}
-            return index + 1, parts.write(index, self.model.backbone(chunk, training=False)[output])
+        def run_pass(index, members, arrays):
+            low = index * PACKED_ROWS
+            chunk = {name: value[low:low + PACKED_ROWS] for name, value in packed_rows.items()}
+            owner = chunk.pop("owner")
+            chunk[features.PADDING_MASK] = tf.cast(owner > 0, tf.int32)
+            chunk[features.ATTENTION_MASK] = tf.cast((owner[:, :, None] == owner[:, None, :]) & (owner[:, None, :] > 0),
+                                                     tf.int32)  # each text attends only to itself
+            outputs = backbone(chunk, training=False)
+            mine = tf.reshape(tf.where((row_of >= low) & (row_of < low + PACKED_ROWS)), [-1])  # texts of this pass
+            at = tf.stack([tf.broadcast_to(tf.gather(row_of, mine)[:, None] - low, tf.shape(tf.gather(columns, mine))),
+                           tf.gather(columns, mine)], -1)
+            inputs = {name: tf.gather(value, mine) for name, value in head_inputs.items()}
+            inputs[features.ATTENTION_MASK] = None
+            encoded = {}
+            if self.compact:
+                text_rows = tf.gather_nd(outputs[features.READ_OUTPUT], at)  # [texts, per_text, hidden]
+                first, start = text_rows[:, 0], 1
+                for task, positions in readers:
+                    width_of = tf.shape(positions)[1]
+                    encoded[rows_input(task)] = text_rows[:, start:start + width_of]
+                    start = start + width_of
+            else:
+                sequence = tf.gather_nd(outputs[features.SEQUENCE_OUTPUT], at)  # [texts, length, hidden]
+                first = sequence[:, 0]
+                encoded[features.SEQUENCE_OUTPUT] = sequence
+            pooled = None if pooler is None else pooler(first)
+            if pooled is not None:
+                encoded[features.POOLED_OUTPUT] = pooled
+            logits = self.heads({**inputs, **encoded}, training=False) if self.served else {}
+            answers = self._answer(logits, pooled)
+            for name in self._answers:
+                arrays[name] = arrays[name].write(index, answers[name])
+            return index + 1, members.write(index, tf.cast(mine, tf.int32)), arrays
 
-        _, parts = tf.while_loop(lambda index, _: index < passes, encode,
-                                 (tf.constant(0), tf.TensorArray(tf.float32, size=passes, infer_shape=False)))
-        encoded = parts.concat()
-        encoded.set_shape([None, None, self.hidden_size])
-        return encoded
+        _, members, arrays = tf.while_loop(
+            lambda index, *_: index < passes, run_pass,
+            (tf.constant(0), tf.TensorArray(tf.int32, size=passes, infer_shape=False), arrays))
+        back = tf.math.invert_permutation(members.concat())  # each text is answered in one pass
+        return {name: tf.gather(arrays[name].concat(), back) for name in self._answers}
 
     def _run(self, segments):
         ids, segment_ids = self._pack(segments)
         request_ids, request_mask, request_segments = self._pad(ids, segment_ids)
         if self.packed:
-            answers = self._packed_forward(ids, segment_ids, request_ids, request_mask, request_segments)
-            return self._finish(answers, request_ids, request_mask)
+            return self._finish(self._packed_forward(ids, segment_ids, request_ids, request_mask, request_segments),
+                                request_ids, request_mask)
         length = tf.shape(request_ids)[1]
         order = tf.argsort(ids.row_lengths(), stable=True)
         count = tf.size(order)
@@ -256,20 +272,27 @@ class ServingModule(tf.Module):
         return self._run([text, text_b])
 
 
+@contextlib.contextmanager
+def float32_policy():
+    """Layers built inside compute in float32, whatever the training policy (mixed precision on GPU / TPU)."""
+    policy = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+
+
 def serving_copy(model, last_block_at_read_positions: bool = False) -> keras.Model:
     """The trained model in float32 (the training policy may be mixed): the same backbone class and tasks, the
     trained weights. With the full last block (training may have run it at the heads' positions only), unless
     ``last_block_at_read_positions``: then, where every task reads a few positions (sentence tasks), the last
     block runs only there, with the same numbers (the raw-string SavedModel's copy)."""
-    policy = keras.mixed_precision.global_policy().name
-    keras.mixed_precision.set_global_policy("float32")
-    try:
+    with float32_policy():
         copy = build_model(rebuild_backbone(model.backbone), model.tasks, last_block_at_read_positions)
         _, fresh = transfer_weights(model, copy)
         if fresh:  # pragma: no cover - the same backbone class and tasks made both
             raise RuntimeError(f"export: weights {fresh} of the serving model have no trained values")
-    finally:
-        keras.mixed_precision.set_global_policy(policy)
     return copy
 
 
