@@ -55,7 +55,8 @@ def _model(task_configs, causal=False):
     config = TransformerConfig(vocab_size=30522, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32,
                                max_positions=64, causal=causal, type_vocab_size=0 if causal else 2,
                                pooler=not causal, embedding_layer_norm=not causal)
-    tasks = [make_task(c, num_classes=3) for c in task_configs]
+    names = {"token": ["O", "B-x", "I-x"], "sentence": ["a", "b", "c"]}
+    tasks = [make_task(c, num_classes=3, label_names=names.get(c.kind)) for c in task_configs]
     return build_model(Transformer(config), tasks)
 
 
@@ -88,12 +89,19 @@ def _check(model, served, expected, mask):
             continue
         probabilities = served[f"{task.name}_probabilities"].numpy()
         reference = tf.nn.softmax(expected[task.name]).numpy()
+        label_ids = served[f"{task.name}_label_id"].numpy()
+        labels = served[f"{task.name}_label"].numpy().astype(str) if task.label_names else None
         if task.kind == "token":
             real = mask[:, :width].astype(bool)
             np.testing.assert_allclose(probabilities[real], reference[:, :width][real], atol=1e-5)
-            assert (probabilities[~real] == 0).all() and (served[f"{task.name}_label_id"].numpy()[~real] == -1).all()
+            assert (probabilities[~real] == 0).all() and (label_ids[~real] == -1).all() and (labels[~real] == "").all()
+            real_ids = label_ids[real]
         else:
             np.testing.assert_allclose(probabilities, reference, atol=1e-5)
+            real, real_ids = slice(None), label_ids
+        np.testing.assert_array_equal(real_ids, probabilities[real].argmax(-1))
+        if labels is not None:  # the label names, in the request's order
+            assert list(labels[real]) == [task.label_names[i] for i in real_ids]
     if features.POOLED_OUTPUT in expected:
         np.testing.assert_allclose(served[features.POOLED_OUTPUT].numpy(), expected[features.POOLED_OUTPUT], atol=1e-5)
     else:
@@ -106,8 +114,7 @@ def test_packed_serving_answers_what_each_text_padded_alone_gets(case, vocab, kj
 
     from trainer.training import export  # noqa: PLC0415
 
-    if case != "compact":  # several passes of packed rows
-        monkeypatch.setattr(export, "PACKED_ROWS", 2)
+    monkeypatch.setattr(export, "PACKED_ROWS", 2)  # several passes of packed rows
     encoder = WordPieceEncoder.from_file(vocab)
     task_set, causal = CASES[case]
     model = _model(TASK_SETS[task_set], causal=causal)

@@ -211,9 +211,9 @@ class ServingModule(tf.Module):
                 arrays[name] = arrays[name].write(index, answers[name])
             return index + 1, members.write(index, tf.cast(mine, tf.int32)), arrays
 
-        _, members, arrays = tf.while_loop(
+        _, members, arrays = tf.while_loop(  # one pass at a time: the passes are independent, and memory is the point
             lambda index, *_: index < passes, run_pass,
-            (tf.constant(0), tf.TensorArray(tf.int32, size=passes, infer_shape=False), arrays))
+            (tf.constant(0), tf.TensorArray(tf.int32, size=passes, infer_shape=False), arrays), parallel_iterations=1)
         back = tf.math.invert_permutation(members.concat())  # each text is answered in one pass
         return {name: tf.gather(arrays[name].concat(), back) for name in self._answers}
 
