@@ -11,7 +11,7 @@ import tensorflow as tf
 from trainer import features
 from trainer.model.backbone import Transformer
 from trainer.model.config import TransformerConfig
-from trainer.model.layers import freeze_projections
+from trainer.model.layers import freeze_for_serving
 from trainer.tasks import TaskConfig, make_task
 from trainer.tasks.model import build_model
 from trainer.text.wordpiece import WordPieceEncoder
@@ -57,7 +57,12 @@ def _model(task_configs, causal=False):
                                pooler=not causal, embedding_layer_norm=not causal)
     names = {"token": ["O", "B-x", "I-x"], "sentence": ["a", "b", "c"]}
     tasks = [make_task(c, num_classes=3, label_names=names.get(c.kind)) for c in task_configs]
-    return build_model(Transformer(config), tasks)
+    model = build_model(Transformer(config), tasks)
+    rng = np.random.default_rng(1)
+    for weight in model.weights:  # as if trained: biases and layer-norm offsets not zero, scales not one
+        value = np.asarray(weight.numpy())
+        weight.assign(value + rng.normal(0, 0.05, value.shape).astype(value.dtype))
+    return model
 
 
 def _fixed_length(model, encoder, texts, pairs=None):
@@ -122,7 +127,7 @@ def test_packed_serving_answers_what_each_text_padded_alone_gets(case, vocab, kj
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
         served_model = serving_copy(model, last_block_at_read_positions=True)
-        assert freeze_projections(served_model) == 2
+        assert freeze_for_serving(served_model) == 2
         module = ServingModule(served_model, encoder.tf_tokenizer(), {"start": 101, "end": 102}, SEQ)
     finally:
         keras.mixed_precision.set_global_policy("float32")
@@ -155,8 +160,9 @@ def test_packed_serving_answers_what_each_text_padded_alone_gets(case, vocab, kj
 
 
 def test_frozen_projections_compute_what_the_layers_compute():
-    """The SavedModel's copy holds the attention's side-by-side kernels as constants: the same outputs, with the
-    last block at read positions (query rows apart from key rows) and without; training it is refused."""
+    """The SavedModel's copy holds the attention's side-by-side kernels as constants and computes in its serving
+    schedule: the same outputs, eagerly and in a graph, with the last block at read positions (query rows apart
+    from key rows) and without; training it is refused."""
     model = _model(TASK_SETS["compact"])
     rng = np.random.default_rng(0)
     ids = rng.integers(1000, 2000, (3, 20)).astype(np.int32)
@@ -164,9 +170,11 @@ def test_frozen_projections_compute_what_the_layers_compute():
     for compact in (False, True):
         copy = serving_copy(model, last_block_at_read_positions=compact)
         before = copy(inputs, training=False)
-        freeze_projections(copy)
+        freeze_for_serving(copy)
         after = copy(inputs, training=False)
+        in_graph = tf.function(lambda x: copy(x, training=False))(inputs)  # where TensorFlow fuses the serving ops
         for name in ("topic", "ending", features.POOLED_OUTPUT):
             np.testing.assert_allclose(after[name], before[name], rtol=0, atol=1e-6)
+            np.testing.assert_allclose(in_graph[name], before[name], rtol=0, atol=1e-5)
     with pytest.raises(RuntimeError, match="frozen for inference"):
         copy(inputs, training=True)

@@ -129,34 +129,27 @@ class SelfAttention(keras.layers.MultiHeadAttention):
         def projection(dense, scale=1.0):  # XLA drops a multiply by 1
             return ops.reshape(ops.cast(dense.kernel, dtype), (-1, width)) * scale, bias_of(dense, (width,)) * scale
 
-        def project(inputs, parts, count=None):
-            """``inputs`` times the side-by-side kernels of ``parts`` -> ``count`` (default: one per part)
-            [batch, length, heads, size] projections."""
+        def project(inputs, parts):
+            """``inputs`` times the side-by-side kernels of ``parts`` -> one [batch, length, heads, size]
+            projection per part."""
             kernels, biases = zip(*parts)
             kernel = kernels[0] if len(parts) == 1 else ops.concatenate(kernels, -1)
             bias = biases[0] if len(parts) == 1 else ops.concatenate(biases, -1)
-            count = count or len(parts)
-            split = ops.reshape(ops.matmul(inputs, kernel) + bias, (-1, ops.shape(inputs)[1], count, heads, size))
-            return [split[:, :, i] for i in range(count)]
+            split = ops.reshape(ops.matmul(inputs, kernel) + bias, (-1, ops.shape(inputs)[1], len(parts), heads, size))
+            return [split[:, :, i] for i in range(len(parts))]
 
         frozen = getattr(self, "frozen_projection", None)
-        if frozen is not None:  # inference: the side-by-side kernels, built once (freeze_projections)
+        if frozen is not None:  # the served copy (freeze_for_serving)
             if training:
-                raise RuntimeError(f"{self.name}: its projections are frozen for inference (freeze_projections); "
+                raise RuntimeError(f"{self.name}: its projections are frozen for inference (freeze_for_serving); "
                                    "training would not update them")
-            kernel, bias = (ops.cast(w, dtype) for w in frozen)
-            if query is value:
-                query, key, value = project(query, [(kernel, bias)], count=3)
-            else:
-                (query,) = project(query, [(kernel[:, :width], bias[:width])])
-                key, value = project(value, [(kernel[:, width:], bias[width:])], count=2)
+            return self._serving_call(query, value, attention_mask, frozen)
+        query_part = projection(self._query_dense, self._inverse_sqrt_key_dim)
+        key_part, value_part = projection(self._key_dense), projection(self._value_dense)
+        if query is value:
+            query, key, value = project(query, [query_part, key_part, value_part])
         else:
-            query_part = projection(self._query_dense, self._inverse_sqrt_key_dim)
-            key_part, value_part = projection(self._key_dense), projection(self._value_dense)
-            if query is value:
-                query, key, value = project(query, [query_part, key_part, value_part])
-            else:
-                (query,), (key, value) = project(query, [query_part]), project(value, [key_part, value_part])
+            (query,), (key, value) = project(query, [query_part]), project(value, [key_part, value_part])
         scores = ops.einsum("bqnh,bknh->bnqk", query, key)
         mask = None if attention_mask is None else ops.expand_dims(ops.cast(attention_mask, "bool"), 1)
         probabilities = self._dropout_layer(self._softmax(scores, mask=mask), training=training)
@@ -165,15 +158,59 @@ class SelfAttention(keras.layers.MultiHeadAttention):
         output_kernel = ops.reshape(ops.cast(self._output_dense.kernel, dtype), (width, -1))
         return ops.matmul(context, output_kernel) + bias_of(self._output_dense, (output_kernel.shape[-1],))
 
+    def _serving_call(self, query, value, attention_mask, frozen):
+        """:meth:`call`'s math in the schedule TensorFlow runs fastest in a graph without XLA (the SavedModel on
+        CPU): 2-D matmuls each followed by ``BiasAdd`` (one oneDNN op each after TensorFlow's graph rewrite),
+        query, key and value moved to heads-first order by one transpose, the keys transposed inside the batched
+        matmul, and no dropout. ``frozen``: the side-by-side kernel and bias, the query's scale folded in."""
+        import tensorflow as tf  # noqa: PLC0415 - the trainer runs Keras on TensorFlow
 
-def freeze_projections(model: keras.Model) -> int:
+        heads, size, dtype = self._num_heads, self._key_dim, query.dtype
+        width = heads * size
+        kernel, bias = (tf.cast(w, dtype) for w in frozen)
+        batch, queries = tf.shape(value)[0], tf.shape(query)[1]
+
+        def heads_first(inputs, first, count):
+            """``inputs`` [batch, length, hidden] times parts ``first`` .. ``first + count`` of the kernel (0 query,
+            1 key, 2 value) -> [count, batch, heads, length, size]."""
+            columns = slice(first * width, (first + count) * width)
+            part_kernel, part_bias = (kernel, bias) if count == 3 else (kernel[:, columns], bias[columns])
+            flat = tf.nn.bias_add(tf.matmul(tf.reshape(inputs, [-1, inputs.shape[-1]]), part_kernel), part_bias)
+            return transpose(tf.reshape(flat, [batch, tf.shape(inputs)[1], count, heads, size]), [2, 0, 3, 1, 4])
+
+        if query is value:
+            query, key, value = tf.unstack(heads_first(value, 0, 3))
+        else:
+            query, (key, value) = heads_first(query, 0, 1)[0], tf.unstack(heads_first(value, 1, 2))
+        scores = tf.matmul(query, key, transpose_b=True)  # [batch, heads, queries, keys]
+        mask = None if attention_mask is None else tf.expand_dims(tf.cast(attention_mask, tf.bool), 1)
+        context = transpose(tf.matmul(self._softmax(scores, mask=mask), value), [0, 2, 1, 3])
+        output = tf.matmul(tf.reshape(context, [-1, width]), tf.reshape(tf.cast(self._output_dense.kernel, dtype), [width, -1]))
+        if self._output_dense.bias is not None:
+            output = tf.nn.bias_add(output, tf.reshape(tf.cast(self._output_dense.bias, dtype), [-1]))
+        return tf.reshape(output, [batch, queries, -1])
+
+
+def transpose(x, perm):
+    """``tf.transpose``, float32 moved as int32: TensorFlow's oneDNN transpose (its float kernel) costs about 50 us
+    a call on a single request's small tensors, the integer kernel about 15 (the bits are moved, not changed)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    if x.dtype != tf.float32:
+        return tf.transpose(x, perm)
+    return tf.bitcast(tf.transpose(tf.bitcast(x, tf.int32), perm), tf.float32)
+
+
+def freeze_for_serving(model: keras.Model) -> int:
     """For a model that is only run, never trained again (the SavedModel's copy): gives each
     :class:`SelfAttention` its query, key and value kernels side by side, the query's scale folded in, as a
     constant built once (``frozen_projection``: two non-trainable ``tf.Variable``s), instead of concatenating and
     scaling the three kernels at every call, which a graph without XLA does each time (at batch 1, a quarter of a
-    MiniLM forward pass). The same numbers as the unfrozen layer. Freeze last: weights assigned afterwards
-    (``set_weights``) do not reach the frozen kernels, and training a frozen layer is refused. A SavedModel holds
-    both copies (3 x hidden^2 more values per layer). -> the number of layers frozen."""
+    MiniLM forward pass). Frozen attention layers and their blocks then compute in the schedule a graph without
+    XLA runs fastest (:meth:`SelfAttention._serving_call`, :meth:`TransformerBlock._serving_feed_forward`).
+    The same numbers as the unfrozen layers. Freeze last: weights assigned afterwards (``set_weights``) do not
+    reach the frozen kernels, and training a frozen layer is refused. A SavedModel holds both copies of the
+    kernels (3 x hidden^2 more values per layer). -> the number of layers frozen."""
     import tensorflow as tf  # noqa: PLC0415
 
     frozen = 0
@@ -312,8 +349,23 @@ class TransformerBlock(keras.layers.Layer):
                 attention_mask = gather_rows(attention_mask, query_positions)
         attended = self.attention(query, x, attention_mask=attention_mask, training=training)
         x = self.attention_norm(query + self.dropout_layer(attended, training=training))
+        if getattr(self.attention, "frozen_projection", None) is not None:  # the served copy (freeze_for_serving)
+            return self.output_norm(x + self._serving_feed_forward(x))
         hidden = self.output_dense(self._act(self.intermediate(x)))
         return self.output_norm(x + self.dropout_layer(hidden, training=training))
+
+    def _serving_feed_forward(self, x):
+        """The feed-forward pair on [tokens, hidden] as MatMul + BiasAdd (+ the activation): in a graph without
+        XLA, TensorFlow's oneDNN rewrite makes each one op, the exact GELU included (the Dense layers' 3-D matmul
+        reshapes between the product and the bias, which prevents it). The same math, without dropout."""
+        import tensorflow as tf  # noqa: PLC0415
+
+        def dense(inputs, layer):
+            product = tf.matmul(inputs, tf.cast(layer.kernel, inputs.dtype))
+            return product if layer.bias is None else tf.nn.bias_add(product, tf.cast(layer.bias, inputs.dtype))
+
+        hidden = dense(self._act(dense(tf.reshape(x, [-1, x.shape[-1]]), self.intermediate)), self.output_dense)
+        return tf.reshape(hidden, tf.shape(x))
 
     def get_config(self):
         return {

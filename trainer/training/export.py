@@ -18,7 +18,7 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 
 from trainer import features, fileio
-from trainer.model.layers import freeze_projections
+from trainer.model.layers import freeze_for_serving
 from trainer.model.saving import save_model
 from trainer.tasks.model import build_heads, build_model, rebuild_backbone, rows_input, transfer_weights
 from trainer.training.config import TrainConfig
@@ -76,7 +76,7 @@ class ServingModule(tf.Module):
             # compact: the last block runs only at each text's [CLS] and the heads' read positions
             self.compact = (bool(getattr(backbone, "supports_read_positions", False))
                             and all(t.reads_positions for t in self.served))
-            probe = tf.zeros([1, 1], tf.int32)
+            probe = tf.zeros([1, 2], tf.int32)  # two tokens: a softmax over one key warns
             self.hidden_size = int(backbone({features.TOKEN_IDS: probe, features.PADDING_MASK: tf.ones_like(probe)},
                                             training=False)[features.SEQUENCE_OUTPUT].shape[-1])
             self.heads = None
@@ -153,7 +153,8 @@ class ServingModule(tf.Module):
                        features.SEGMENT_IDS: request_segments}
         for task in self.served:
             head_inputs.update(task.serving_inputs(request_ids, request_mask))
-        readers = [(t, p) for t in self.served if (p := t.read_positions(head_inputs)) is not None]
+        read_at = [(task, task.read_positions(head_inputs)) for task in self.served]  # (no := here: AutoGraph
+        readers = [(task, at) for task, at in read_at if at is not None]  # cannot convert it and warns at export)
         if self.compact:
             # per text: its [CLS] (the pooled output's row), then each reader's positions, all within the text
             relative = tf.concat([tf.zeros([count, 1], tf.int32)] + [tf.cast(p, tf.int32) for _, p in readers], 1)
@@ -329,7 +330,7 @@ def _write_export(folder: str, serving_model, tasks, config: TrainConfig, layout
     special = {"start": encoder.special.id("start"), "end": encoder.special.id("end")}
     seq_length = config.max_seq_length or layout.seq_length
     served = serving_copy(serving_model, last_block_at_read_positions=True)
-    freeze_projections(served)
+    freeze_for_serving(served)
     module = ServingModule(served, encoder.tf_tokenizer(), special, seq_length)
     signatures = {"serving_default": module.serve.get_concrete_function(),
                   "text_pair": module.serve_pair.get_concrete_function()}
