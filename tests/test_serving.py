@@ -11,7 +11,7 @@ import tensorflow as tf
 from trainer import features
 from trainer.model.backbone import Transformer
 from trainer.model.config import TransformerConfig
-from trainer.model.layers import freeze_for_serving
+from trainer.model.layers import SelfAttention, TransformerBlock, freeze_for_serving
 from trainer.tasks import TaskConfig, make_task
 from trainer.tasks.model import build_model
 from trainer.text.wordpiece import WordPieceEncoder
@@ -159,7 +159,7 @@ def test_packed_serving_answers_what_each_text_padded_alone_gets(case, vocab, kj
                                    served["topic_probabilities"].numpy(), atol=1e-6)
 
 
-def test_frozen_projections_compute_what_the_layers_compute():
+def test_frozen_layers_compute_what_the_layers_compute(monkeypatch):
     """The SavedModel's copy holds the attention's side-by-side kernels as constants and computes in its serving
     schedule: the same outputs, eagerly and in a graph, with the last block at read positions (query rows apart
     from key rows) and without; training it is refused."""
@@ -167,12 +167,19 @@ def test_frozen_projections_compute_what_the_layers_compute():
     rng = np.random.default_rng(0)
     ids = rng.integers(1000, 2000, (3, 20)).astype(np.int32)
     inputs = {features.TOKEN_IDS: ids, features.PADDING_MASK: (np.arange(20) < np.array([[20], [11], [5]])).astype(np.int32)}
+    ran = []  # which serving-schedule methods ran (the frozen branch must be taken)
+    for cls, method in ((SelfAttention, "_serving_call"), (TransformerBlock, "_serving_feed_forward")):
+        original = getattr(cls, method)
+        monkeypatch.setattr(cls, method, lambda self, *args, _f=original, _m=method: ran.append(_m) or _f(self, *args))
     for compact in (False, True):
         copy = serving_copy(model, last_block_at_read_positions=compact)
         before = copy(inputs, training=False)
+        assert not ran
         freeze_for_serving(copy)
         after = copy(inputs, training=False)
         in_graph = tf.function(lambda x: copy(x, training=False))(inputs)  # where TensorFlow fuses the serving ops
+        assert sorted(ran) == ["_serving_call"] * 4 + ["_serving_feed_forward"] * 4  # both layers, both calls
+        ran.clear()
         for name in ("topic", "ending", features.POOLED_OUTPUT):
             np.testing.assert_allclose(after[name], before[name], rtol=0, atol=1e-6)
             np.testing.assert_allclose(in_graph[name], before[name], rtol=0, atol=1e-5)

@@ -119,6 +119,7 @@ class SelfAttention(keras.layers.MultiHeadAttention):
         key and value projections are one matmul against the side-by-side kernels (when query is value; key and
         value are one otherwise), and the 1/sqrt(head size) scale is folded into the query kernel. Three
         concurrent [4096 x 384 x 384] products ran at ~90 GFLOP/s, one [4096 x 384 x 1152] runs at ~135.
+        A layer frozen for serving (:func:`freeze_for_serving`) computes in :meth:`_serving_call` instead.
         """
         heads, size, dtype = self._num_heads, self._key_dim, query.dtype
         width = heads * size
@@ -161,8 +162,9 @@ class SelfAttention(keras.layers.MultiHeadAttention):
     def _serving_call(self, query, value, attention_mask, frozen):
         """:meth:`call`'s math in the schedule TensorFlow runs fastest in a graph without XLA (the SavedModel on
         CPU): 2-D matmuls each followed by ``BiasAdd`` (one oneDNN op each after TensorFlow's graph rewrite),
-        query, key and value moved to heads-first order by one transpose, the keys transposed inside the batched
-        matmul, and no dropout. ``frozen``: the side-by-side kernel and bias, the query's scale folded in."""
+        query, key and value moved to heads-first order by one transpose (two when the query rows are apart from
+        the key rows), the keys transposed inside the batched matmul, and no dropout. ``frozen``: the side-by-side
+        kernel and bias, the query's scale folded in."""
         import tensorflow as tf  # noqa: PLC0415 - the trainer runs Keras on TensorFlow
 
         heads, size, dtype = self._num_heads, self._key_dim, query.dtype
@@ -176,7 +178,8 @@ class SelfAttention(keras.layers.MultiHeadAttention):
             columns = slice(first * width, (first + count) * width)
             part_kernel, part_bias = (kernel, bias) if count == 3 else (kernel[:, columns], bias[columns])
             flat = tf.nn.bias_add(tf.matmul(tf.reshape(inputs, [-1, inputs.shape[-1]]), part_kernel), part_bias)
-            return transpose(tf.reshape(flat, [batch, tf.shape(inputs)[1], count, heads, size]), [2, 0, 3, 1, 4])
+            split = tf.reshape(flat, [batch, tf.shape(inputs)[1], count, heads, size])
+            return transpose_as_int32(split, [2, 0, 3, 1, 4])
 
         if query is value:
             query, key, value = tf.unstack(heads_first(value, 0, 3))
@@ -184,14 +187,15 @@ class SelfAttention(keras.layers.MultiHeadAttention):
             query, (key, value) = heads_first(query, 0, 1)[0], tf.unstack(heads_first(value, 1, 2))
         scores = tf.matmul(query, key, transpose_b=True)  # [batch, heads, queries, keys]
         mask = None if attention_mask is None else tf.expand_dims(tf.cast(attention_mask, tf.bool), 1)
-        context = transpose(tf.matmul(self._softmax(scores, mask=mask), value), [0, 2, 1, 3])
-        output = tf.matmul(tf.reshape(context, [-1, width]), tf.reshape(tf.cast(self._output_dense.kernel, dtype), [width, -1]))
+        context = transpose_as_int32(tf.matmul(self._softmax(scores, mask=mask), value), [0, 2, 1, 3])
+        output_kernel = tf.reshape(tf.cast(self._output_dense.kernel, dtype), [width, -1])
+        output = tf.matmul(tf.reshape(context, [-1, width]), output_kernel)
         if self._output_dense.bias is not None:
             output = tf.nn.bias_add(output, tf.reshape(tf.cast(self._output_dense.bias, dtype), [-1]))
-        return tf.reshape(output, [batch, queries, -1])
+        return tf.reshape(output, [batch, queries, output.shape[-1]])
 
 
-def transpose(x, perm):
+def transpose_as_int32(x, perm):
     """``tf.transpose``, float32 moved as int32: TensorFlow's oneDNN transpose (its float kernel) costs about 50 us
     a call on a single request's small tensors, the integer kernel about 15 (the bits are moved, not changed)."""
     import tensorflow as tf  # noqa: PLC0415
@@ -208,7 +212,8 @@ def freeze_for_serving(model: keras.Model) -> int:
     scaling the three kernels at every call, which a graph without XLA does each time (at batch 1, a quarter of a
     MiniLM forward pass). Frozen attention layers and their blocks then compute in the schedule a graph without
     XLA runs fastest (:meth:`SelfAttention._serving_call`, :meth:`TransformerBlock._serving_feed_forward`).
-    The same numbers as the unfrozen layers. Freeze last: weights assigned afterwards (``set_weights``) do not
+    The same numbers as the unfrozen layers, up to float rounding (the served copy computes in float32,
+    :func:`trainer.training.export.serving_copy`). Freeze last: weights assigned afterwards (``set_weights``) do not
     reach the frozen kernels, and training a frozen layer is refused. A SavedModel holds both copies of the
     kernels (3 x hidden^2 more values per layer). -> the number of layers frozen."""
     import tensorflow as tf  # noqa: PLC0415
