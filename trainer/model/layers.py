@@ -186,8 +186,10 @@ class SelfAttention(keras.layers.MultiHeadAttention):
         else:
             query, (key, value) = heads_first(query, 0, 1)[0], tf.unstack(heads_first(value, 1, 2))
         scores = tf.matmul(query, key, transpose_b=True)  # [batch, heads, queries, keys]
-        mask = None if attention_mask is None else tf.expand_dims(tf.cast(attention_mask, tf.bool), 1)
-        context = transpose_as_int32(tf.matmul(self._softmax(scores, mask=mask), value), [0, 2, 1, 3])
+        if attention_mask is not None:  # -1e9 on masked keys: one add, where Keras's masked softmax selects twice
+            blocked = (1.0 - tf.cast(attention_mask, dtype)) * (-3e4 if dtype == tf.float16 else -1e9)
+            scores = scores + tf.expand_dims(blocked, 1)  # (a query row with no key, padding, is never read)
+        context = transpose_as_int32(tf.matmul(tf.nn.softmax(scores), value), [0, 2, 1, 3])
         output_kernel = tf.reshape(tf.cast(self._output_dense.kernel, dtype), [width, -1])
         output = tf.matmul(tf.reshape(context, [-1, width]), output_kernel)
         if self._output_dense.bias is not None:
